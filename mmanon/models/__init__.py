@@ -1,0 +1,3 @@
+from .anonymizers import *  # noqa: F401,F403
+from .data_preprocessors import *  # noqa: F401,F403
+from .heads import *  # noqa: F401,F403
