@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from .face_annotations import FaceRecord, dump_face_file
+
 # Label ids start at 1, as in AVA. 'nod' moves only the head, so it lives inside the face region.
 ACTIONS = ('stand', 'walk', 'jump', 'wave', 'nod')
 FACE_SHAPES = ('circle', 'square', 'diamond', 'triangle')
@@ -323,8 +325,9 @@ def _generate_video(spec: ToyAVASpec, split: str, index: int, frame_dir: Optiona
             boxes.append(box)
             rows['ann'].append(f'{video_id},{timestamp},{_fmt(box)},{person.action + 1},{person.entity_id}')
             face = _norm_box(np.array(geo['head']), spec.frame_size)
-            rows['faces'].append(f'{video_id},{timestamp},{_fmt(face)},{person.identity},{person.entity_id}')
-        if any(_walk_reverses(p, t - 0.5, t + 0.5, s) for p, s in zip(persons, slots)):
+            rows['faces'].append(
+                FaceRecord(video_id, timestamp, tuple(face.tolist()), person.identity, person.entity_id))
+        if any(_walk_reverses(p, t - 0.4, t + 0.4, s) for p, s in zip(persons, slots)):
             rows['excluded'].append(f'{video_id},{timestamp}')
         proposals = np.clip(np.stack(boxes) + jitter[k] / np.array([w, h, w, h]), 0, 1)
         rows['proposals'][f'{video_id},{timestamp:04d}'] = np.concatenate(
@@ -368,7 +371,7 @@ def generate_toy_ava(out_dir: str,
             if progress is not None:
                 progress(done, total)
         _write_lines(paths[f'ann_file_{split}'], ann)
-        _write_lines(paths[f'face_file_{split}'], faces)
+        dump_face_file(paths[f'face_file_{split}'], faces)
         _write_lines(paths[f'exclude_file_{split}'], excluded)
         with open(paths[f'proposal_file_{split}'], 'wb') as f:
             pickle.dump(proposals, f, protocol=4)

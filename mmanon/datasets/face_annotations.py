@@ -1,0 +1,135 @@
+"""The face annotation file that sits beside AVA's annotation CSVs.
+
+One face per row, no header, like AVA's own CSVs::
+
+    video_id,timestamp,x1,y1,x2,y2,identity[,entity_id]
+
+Coordinates are normalised to [0, 1] by the frame width and height; ``identity`` is a non-negative integer
+shared by every appearance of the same person (across videos and splits), or empty / -1 when unknown;
+``entity_id`` is the AVA person id of the annotated person box the face belongs to (empty / -1 if none).
+"""
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Optional, Tuple
+
+from mmengine.logging import print_log
+
+
+class FaceFileError(ValueError):
+    """A face annotation file has a row that cannot be used; the message names the file, row and field."""
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One face of one keyframe.
+
+    Args:
+        video_id (str): The AVA video id.
+        timestamp (int): The keyframe's second, as in AVA.
+        bbox (tuple[float]): (x1, y1, x2, y2), normalised to [0, 1].
+        identity (int): Identity label, -1 if unknown. Defaults to -1.
+        entity_id (int): AVA person id of the person box holding the face, -1 if none. Defaults to -1.
+    """
+    video_id: str
+    timestamp: int
+    bbox: Tuple[float, float, float, float]
+    identity: int = -1
+    entity_id: int = -1
+
+    @property
+    def img_key(self) -> str:
+        """The ``video_id,timestamp`` key that AVA datasets and proposal files use."""
+        return f'{self.video_id},{self.timestamp:04d}'
+
+
+def _optional_int(text: str, field: str) -> int:
+    text = text.strip()
+    if text == '':
+        return -1
+    value = int(text)
+    if value < -1:
+        raise ValueError(f'{field} must be >= -1 (or empty for unknown), got {value}')
+    return value
+
+
+def parse_face_row(row: List[str]) -> FaceRecord:
+    """Parse one CSV row; raises ``ValueError`` naming the offending field."""
+    if len(row) not in (7, 8):
+        raise ValueError(f'expected 7 or 8 columns (video_id,timestamp,x1,y1,x2,y2,identity[,entity_id]), '
+                         f'got {len(row)}')
+    video_id = row[0].strip()
+    if not video_id:
+        raise ValueError('video_id is empty')
+    try:
+        timestamp = int(row[1])
+    except ValueError:
+        raise ValueError(f'timestamp must be an integer, got {row[1]!r}') from None
+    coords = []
+    for name, text in zip(('x1', 'y1', 'x2', 'y2'), row[2:6]):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f'{name} must be a number, got {text!r}') from None
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f'{name} must be a normalised coordinate in [0, 1], got {text.strip()}')
+        coords.append(value)
+    if not (coords[0] < coords[2] and coords[1] < coords[3]):
+        raise ValueError(f'the box must have x1 < x2 and y1 < y2, got {tuple(coords)}')
+    identity = _optional_int(row[6], 'identity')
+    entity_id = _optional_int(row[7], 'entity_id') if len(row) == 8 else -1
+    return FaceRecord(video_id, timestamp, tuple(coords), identity, entity_id)
+
+
+def load_face_file(path: str,
+                   on_error: str = 'raise',
+                   is_known_video: Optional[Callable[[str], bool]] = None) -> List[FaceRecord]:
+    """Read and validate a face annotation file.
+
+    Args:
+        path (str): The CSV file.
+        on_error (str): ``'raise'`` stops at the first bad row with a :class:`FaceFileError` naming file,
+            row and field; ``'skip'`` leaves bad rows out and logs one warning with their count and the first
+            problem. Defaults to 'raise'.
+        is_known_video (callable, optional): Returns whether a video id exists in the dataset; rows of other
+            videos are bad rows. Defaults to None (not checked).
+
+    Returns:
+        list[FaceRecord]: The valid rows, in file order.
+    """
+    if on_error not in ('raise', 'skip'):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    records, problems = [], []
+    with open(path, newline='', encoding='utf-8') as f:
+        for row_number, row in enumerate(csv.reader(f), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            try:
+                record = parse_face_row(row)
+                if is_known_video is not None and not is_known_video(record.video_id):
+                    raise ValueError(f'video_id {record.video_id!r} is not in the dataset')
+            except ValueError as e:
+                message = f'{path}, row {row_number}: {e}'
+                if on_error == 'raise':
+                    raise FaceFileError(message) from None
+                problems.append(message)
+                continue
+            records.append(record)
+    if problems:
+        print_log(f'skipped {len(problems)} bad rows of {path} (on_error="skip"); first: {problems[0]}',
+                  logger='current', level=logging.WARNING)
+    return records
+
+
+def dump_face_file(path: str, records: Iterable[FaceRecord]) -> None:
+    """Write records in the face annotation format (3 decimals, like AVA's CSVs).
+
+    Args:
+        path (str): The CSV file to write.
+        records (Iterable[FaceRecord]): The faces, written in the given order.
+    """
+    with open(path, 'w', encoding='utf-8', newline='\n') as f:
+        for r in records:
+            coords = ','.join(f'{v:.3f}' for v in r.bbox)
+            f.write(f'{r.video_id},{r.timestamp},{coords},{r.identity},{r.entity_id}\n')
