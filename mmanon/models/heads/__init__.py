@@ -1,0 +1,3 @@
+from .face_discriminator_head import FaceDiscriminatorHead
+
+__all__ = ['FaceDiscriminatorHead']
