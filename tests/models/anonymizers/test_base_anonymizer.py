@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from mmanon.models.anonymizers import (BaseAnonymizer, BoxBlur, GaussianBlur, GaussianNoise, IdentityAnonymizer,
-                                       Pixelate, SolidMask)
+                                       Pixelate, ResNetAnonymizer, SolidMask)
 from mmanon.registry import MODELS
 
 HANDCRAFTED = [IdentityAnonymizer, BoxBlur, GaussianBlur, Pixelate, SolidMask, GaussianNoise]
 
 
-@pytest.mark.parametrize('cls', HANDCRAFTED)
+@pytest.mark.parametrize('cls', HANDCRAFTED + [ResNetAnonymizer])
 def test_registered(cls):
     assert issubclass(cls, BaseAnonymizer)
     assert MODELS.get(cls.__name__) is cls
@@ -48,3 +48,8 @@ def test_changes_textured_crop(cls, textured_crops):
 def test_rejects_bad_input(crops, error):
     with pytest.raises(error, match='BoxBlur expects'):
         BoxBlur()(crops)
+
+
+def test_rejects_bad_crop_size():
+    with pytest.raises(ValueError, match='pair of positive ints'):
+        ResNetAnonymizer(crop_size=(64, ))

@@ -1,0 +1,134 @@
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmcv.cnn import ConvModule
+from torch import Tensor
+
+from mmanon.registry import MODELS
+from .base_anonymizer import BaseAnonymizer
+
+# Keeps atanh finite on black and white pixels (exactly -1 and 1 once mapped); small enough that the
+# residual form at init changes them by about 1e-4 of a grey level.
+ATANH_EPS = 1e-6
+
+
+class ResidualBlock(nn.Module):
+    """``x + f(x)`` where ``f`` is two reflection-padded 3x3 convolutions with instance norm, ReLU between.
+
+    The first norm has affine parameters; the second has none, because a shift there would be removed by the
+    next instance norm or merely duplicate the output convolution's bias: it would never receive a gradient.
+
+    Args:
+        channels (int): Input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        conv = dict(kernel_size=3, padding=1, padding_mode='reflect')
+        self.body = nn.Sequential(
+            ConvModule(channels, channels, norm_cfg=dict(type='IN', affine=True), **conv),
+            ConvModule(channels, channels, norm_cfg=dict(type='IN'), act_cfg=None, **conv))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+@MODELS.register_module()
+class ResNetAnonymizer(BaseAnonymizer):
+    """The learned face modifier M of Ren et al., "Learning to Anonymize Faces for Privacy Preserving Action
+    Detection" (ECCV 2018): a ResNet generator in the style of CycleGAN and pix2pix.
+
+    The network maps pixels to [-1, 1] and runs a reflection-padded 7x7 convolution, ``num_downsamples``
+    stride-2 3x3 convolutions that each double the channels, ``num_blocks`` residual blocks, as many nearest
+    upsamplings each followed by a 3x3 convolution that halves the channels, and a reflection-padded 7x7
+    convolution to ``in_channels`` whose output ``h`` is unbounded. All convolutions pad by reflection, and
+    all but the last are followed by instance norm (with affine parameters where they can learn) and, but
+    for the second of each residual block, ReLU.
+
+    With ``residual=False`` the output is ``tanh(h)``, the paper's plain form. With ``residual=True`` it is
+    ``tanh(atanh(x) + h)`` (``x`` clamped just inside (-1, 1)): the network learns a change to the face, and
+    its last convolution starts at zero, so M starts as the identity (within 1e-3 of a grey level) and the
+    action detector first sees the real faces. At that start the gradient reaches only the last convolution;
+    the rest of the network receives gradient from the first update on. Either way the result is mapped
+    back to [0, 255].
+
+    Args:
+        in_channels (int): Channels of the crops. Defaults to 3.
+        base_channels (int): Channels after the first convolution; doubled by every downsampling.
+            Defaults to 32.
+        num_blocks (int): Number of residual blocks. Defaults to 6.
+        num_downsamples (int): Number of stride-2 downsamplings (and of upsamplings). Defaults to 2.
+        crop_size (Sequence[int]): ``(h, w)`` the crops are resized to; both must be divisible by
+            ``2 ** num_downsamples`` and leave at least 2 pixels after downsampling. Defaults to (64, 64).
+        residual (bool): Whether to learn a change of the input (see above) rather than the output itself.
+            Defaults to True.
+        init_cfg (dict or list[dict], optional): Initialization config. With ``residual=True`` the last
+            convolution is zeroed again after it, unless it loads ``Pretrained`` weights. Defaults to None.
+    """
+
+    def __init__(self,
+                 in_channels: int = 3,
+                 base_channels: int = 32,
+                 num_blocks: int = 6,
+                 num_downsamples: int = 2,
+                 crop_size: Sequence[int] = (64, 64),
+                 residual: bool = True,
+                 init_cfg: Optional[Union[dict, list]] = None) -> None:
+        super().__init__(crop_size=crop_size, init_cfg=init_cfg)
+        for name, value, minimum in (('in_channels', in_channels, 1), ('base_channels', base_channels, 1),
+                                     ('num_blocks', num_blocks, 0), ('num_downsamples', num_downsamples, 0)):
+            if not (isinstance(value, int) and value >= minimum):
+                raise ValueError(f'{name} must be an int >= {minimum}, but got {value!r}')
+        factor = 2**num_downsamples
+        if any(size % factor for size in self.crop_size):
+            raise ValueError(f'crop_size must be divisible by 2 ** num_downsamples = {factor}, '
+                             f'but got {self.crop_size}')
+        if min(self.crop_size) // factor < 2 or min(self.crop_size) < 4:
+            raise ValueError(f'crop_size {self.crop_size} is too small: reflection padding needs at least 4 '
+                             f'pixels, and at least 2 after {num_downsamples} downsamplings')
+        self.residual = residual
+
+        hidden = dict(padding_mode='reflect', norm_cfg=dict(type='IN', affine=True))
+        encoder = [ConvModule(in_channels, base_channels, kernel_size=7, padding=3, **hidden)]
+        for i in range(num_downsamples):
+            channels = base_channels * 2**i
+            encoder.append(ConvModule(channels, 2 * channels, kernel_size=3, stride=2, padding=1, **hidden))
+        self.encoder = nn.Sequential(*encoder)
+        self.blocks = nn.Sequential(*(ResidualBlock(base_channels * factor) for _ in range(num_blocks)))
+        decoder = []
+        for i in reversed(range(num_downsamples)):
+            channels = base_channels * 2**(i + 1)
+            decoder += [
+                nn.Upsample(scale_factor=2, mode='nearest'),
+                ConvModule(channels, channels // 2, kernel_size=3, padding=1, **hidden)
+            ]
+        self.decoder = nn.Sequential(*decoder)
+        self.output_conv = ConvModule(
+            base_channels, in_channels, kernel_size=7, padding=3, padding_mode='reflect', act_cfg=None)
+        if residual:
+            self._zero_output_conv()
+
+    def init_weights(self) -> None:
+        """Initialize by ``init_cfg``, then zero the last convolution again in the residual form.
+
+        ConvModule's own initialization and any Kaiming-like ``init_cfg`` would re-draw the last convolution
+        and so lose the identity start; weights loaded as ``Pretrained`` are kept.
+        """
+        first_call = not self.is_init
+        super().init_weights()
+        init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = any(cfg is not None and cfg.get('type') == 'Pretrained' for cfg in init_cfgs)
+        if self.residual and first_call and not pretrained:
+            self._zero_output_conv()
+
+    def _zero_output_conv(self) -> None:
+        nn.init.zeros_(self.output_conv.conv.weight)
+        nn.init.zeros_(self.output_conv.conv.bias)
+
+    def anonymize(self, crops: Tensor) -> Tensor:
+        x = crops / 127.5 - 1
+        h = self.output_conv(self.decoder(self.blocks(self.encoder(x))))
+        if self.residual:
+            h = torch.atanh(x.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS)) + h
+        return (torch.tanh(h) + 1) * 127.5
