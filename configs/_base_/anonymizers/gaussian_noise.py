@@ -1,0 +1,3 @@
+# Add fixed Gaussian noise (sigma 40 grey levels) to faces; one pattern per face size, so it is not averaged away.
+custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
+anonymizer = dict(type='GaussianNoise', sigma=40., seed=0)
