@@ -1,23 +1,24 @@
 """mmanon's registry nodes.
 
-Each node is a child of the matching MMAction2 node, under the scope ``mmanon``. Configs name our components
-``mmanon.<Class>`` (as mmaction2's detection configs name ``mmaction.ResNet3dSlowOnly`` inside mmdet's
-``FastRCNN``); inside an ``mmanon`` scope, every MMAction2, MMDetection-free and MMEngine component resolves
-through the parents.
+Each node is a direct child of MMEngine's root node, under the scope ``mmanon``, as MMAction2's and
+MMDetection's are: MMEngine resolves a scope prefix only among the root's children. Configs therefore name our
+components ``mmanon.<Class>`` wherever another scope is active (as mmaction2's detection configs name
+``mmaction.ResNet3dSlowOnly`` inside mmdet's ``FastRCNN``); components that mmanon builds itself are built in
+the ``mmanon`` scope (:func:`build_in_scope`), where plain names resolve.
 """
-from mmaction.registry import DATASETS as MMACTION_DATASETS
-from mmaction.registry import HOOKS as MMACTION_HOOKS
-from mmaction.registry import METRICS as MMACTION_METRICS
-from mmaction.registry import MODELS as MMACTION_MODELS
-from mmaction.registry import TRANSFORMS as MMACTION_TRANSFORMS
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import DefaultScope, Registry
 
-MODELS = Registry('model', parent=MMACTION_MODELS, scope='mmanon', locations=['mmanon.models'])
-DATASETS = Registry('dataset', parent=MMACTION_DATASETS, scope='mmanon', locations=['mmanon.datasets'])
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='mmanon', locations=['mmanon.models'])
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='mmanon', locations=['mmanon.datasets'])
 TRANSFORMS = Registry(
-    'transform', parent=MMACTION_TRANSFORMS, scope='mmanon', locations=['mmanon.datasets.transforms'])
-HOOKS = Registry('hook', parent=MMACTION_HOOKS, scope='mmanon', locations=['mmanon.engine.hooks'])
-METRICS = Registry('metric', parent=MMACTION_METRICS, scope='mmanon', locations=['mmanon.evaluation.metrics'])
+    'transform', parent=MMENGINE_TRANSFORMS, scope='mmanon', locations=['mmanon.datasets.transforms'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='mmanon', locations=['mmanon.engine.hooks'])
+METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='mmanon', locations=['mmanon.evaluation.metrics'])
 
 
 def build_in_scope(registry: Registry, cfg: dict, **default_args):

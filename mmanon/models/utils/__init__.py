@@ -1,7 +1,8 @@
 from .face_regions import (anonymize_crops, crop_regions, enlarge_regions, feather_mask, head_regions,
                            paste_regions, resize_crops)
+from .grad_utils import attach_loss, frozen
 
 __all__ = [
-    'anonymize_crops', 'crop_regions', 'enlarge_regions', 'feather_mask', 'head_regions', 'paste_regions',
-    'resize_crops'
+    'anonymize_crops', 'attach_loss', 'crop_regions', 'enlarge_regions', 'feather_mask', 'frozen',
+    'head_regions', 'paste_regions', 'resize_crops'
 ]

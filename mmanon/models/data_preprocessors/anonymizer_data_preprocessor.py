@@ -1,0 +1,271 @@
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmaction.models import ActionDataPreprocessor
+from mmaction.utils import SampleList
+from mmengine.logging import print_log
+from mmengine.model import stack_batch
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from mmanon.registry import MODELS, build_in_scope
+from ..utils import (anonymize_crops, attach_loss, crop_regions, enlarge_regions, frozen, head_regions,
+                     paste_regions, resize_crops)
+
+
+class FaceBatch:
+    """The identity-labelled faces of one batch, as the discriminator and the metrics see them.
+
+    Args:
+        raw (Tensor): (F, C, h, w) crops of the raw clips' key frames, pixel values.
+        anonymized (Tensor): (F, C, h, w) crops of the same regions of the anonymized clips.
+        identities (Tensor): (F,) identity labels, -1 where unknown.
+        sample_inds (Tensor): (F,) the clip each face belongs to.
+    """
+
+    def __init__(self, raw: Tensor, anonymized: Tensor, identities: Tensor, sample_inds: Tensor) -> None:
+        self.raw = raw
+        self.anonymized = anonymized
+        self.identities = identities
+        self.sample_inds = sample_inds
+
+    def __len__(self) -> int:
+        return self.identities.numel()
+
+    def detach(self) -> 'FaceBatch':
+        return FaceBatch(self.raw.detach(), self.anonymized.detach(), self.identities, self.sample_inds)
+
+
+@MODELS.register_module()
+class AnonymizerDataPreprocessor(ActionDataPreprocessor):
+    """MMAction2's data preprocessor with every face of every clip anonymized first.
+
+    A drop-in replacement for a stock spatio-temporal detector's ``model.data_preprocessor``: the detector
+    only ever receives anonymized clips, in training, validation and test. Clips are anonymized in pixel
+    space, then normalized exactly as :class:`ActionDataPreprocessor` does (so pixels outside every face
+    region are bit-identical to the stock preprocessor's output).
+
+    Face regions of a clip, in this order of preference: the face boxes the data sample carries
+    (``gt_faces``, see :class:`mmanon.datasets.AVAFaceDataset`); otherwise the top ``head_ratio`` of each
+    person box (ground-truth boxes in training, proposals at test time, as the detector sees them). Each region
+    is enlarged by ``margin``, clipped to the frame and kept for all T frames (one box per face and clip, so
+    nothing jitters); regions left empty after clipping are skipped and counted.
+
+    For the discriminator and the privacy metrics, the identity-labelled faces (``gt_faces``, else the heads
+    of the ground-truth persons with ``gt_instances.identities``) are cut from the key frame of the raw and of
+    the anonymized clip. In training they are kept in :attr:`train_faces` for
+    :class:`mmanon.engine.hooks.AdversarialTrainingHook`; in validation and test they are attached to each
+    data sample as ``faces`` (``identities``, ``raw_crops``, ``anonymized_crops`` as uint8 and, with a
+    discriminator, its ``raw_embeddings`` and ``anonymized_embeddings``) for
+    :class:`mmanon.evaluation.FacePrivacyMetric`.
+
+    A learned anonymizer is trained by the detection loss flowing back through the clips, plus its own terms
+    attached to the same backward pass: ``adversarial_weight`` times the adversarial loss against the
+    (frozen) discriminator and ``l1_weight`` times the mean absolute change of the face pixels (in [0, 1]
+    units). The adversarial weight is scheduled by the training hook.
+
+    Args:
+        anonymizer (dict): Config of the anonymizer (see ``mmanon.models.anonymizers``).
+            Defaults to ``dict(type='IdentityAnonymizer')``.
+        discriminator (dict, optional): Config of a :class:`FaceDiscriminatorHead`, for adversarial training
+            and as the co-trained attacker. Defaults to None.
+        margin (float): Scale of face boxes into anonymized regions (the paper enlarges faces about 2x).
+            Defaults to 2.0.
+        feather (float): Width of the blending ramp at a region's border, as a fraction of its size (see
+            :func:`mmanon.models.utils.feather_mask`). Defaults to 0.2.
+        head_ratio (float): The top fraction of a person box taken as its head when no face box is given.
+            Defaults to 0.25.
+        face_crop_size (Sequence[int]): (h, w) of the face crops handed to the discriminator and the metrics.
+            Defaults to (64, 64).
+        face_crop_margin (float): Scale of face boxes into those crops. Defaults to 1.0.
+        adversarial_loss (str): How the anonymizer fights the discriminator: ``'negative_ce'`` maximises the
+            discriminator's identity cross-entropy on anonymized faces (capped at ``ce_cap``, beyond which the
+            face counts as fooled); ``'embedding'`` minimises the cosine similarity of the anonymized face's
+            embedding to the raw face's. Defaults to 'negative_ce'.
+        ce_cap (float, optional): Cap of the cross-entropy for ``'negative_ce'``. Defaults to None (no cap).
+        adversarial_weight (float): Initial weight of the adversarial loss; the hook schedules it.
+            Defaults to 0.
+        l1_weight (float): Weight of the L1 term. Defaults to 0.
+        **kwargs: The arguments of :class:`ActionDataPreprocessor` (``mean``, ``std``, ``to_rgb``,
+            ``format_shape`` which must be ``'NCTHW'``, ...).
+    """
+
+    def __init__(self,
+                 anonymizer: dict = dict(type='IdentityAnonymizer'),
+                 discriminator: Optional[dict] = None,
+                 margin: float = 2.0,
+                 feather: float = 0.2,
+                 head_ratio: float = 0.25,
+                 face_crop_size: Sequence[int] = (64, 64),
+                 face_crop_margin: float = 1.0,
+                 adversarial_loss: str = 'negative_ce',
+                 ce_cap: Optional[float] = None,
+                 adversarial_weight: float = 0.,
+                 l1_weight: float = 0.,
+                 **kwargs) -> None:
+        kwargs.setdefault('format_shape', 'NCTHW')
+        if kwargs['format_shape'] != 'NCTHW':
+            raise ValueError(f'AnonymizerDataPreprocessor anonymizes clips and needs format_shape="NCTHW", '
+                             f'got {kwargs["format_shape"]!r}')
+        if margin < 1:
+            raise ValueError(f'margin must be >= 1 (regions cover at least the face), got {margin}')
+        if not 0 <= feather <= 0.5:
+            raise ValueError(f'feather must be in [0, 0.5], got {feather}')
+        if not 0 < head_ratio <= 1:
+            raise ValueError(f'head_ratio must be in (0, 1], got {head_ratio}')
+        if adversarial_loss not in ('negative_ce', 'embedding'):
+            raise ValueError(f"adversarial_loss must be 'negative_ce' or 'embedding', got {adversarial_loss!r}")
+        super().__init__(**kwargs)
+        self.anonymizer = build_in_scope(MODELS, anonymizer)
+        self.discriminator = None if discriminator is None else build_in_scope(MODELS, discriminator)
+        self.margin = margin
+        self.feather = feather
+        self.head_ratio = head_ratio
+        self.face_crop_size = tuple(face_crop_size)
+        self.face_crop_margin = face_crop_margin
+        self.adversarial_loss = adversarial_loss
+        self.ce_cap = ce_cap
+        self.adversarial_weight = adversarial_weight
+        self.l1_weight = l1_weight
+        self.train_faces: Optional[FaceBatch] = None
+        self.train_losses: dict = {}
+        self.skipped_regions = 0
+
+    def preprocess(self, inputs: List[Tensor], data_samples: SampleList, training: bool = False) -> Tuple:
+        clips = stack_batch(inputs).float()
+        anonymized = self.anonymize(clips, data_samples, training)
+        return super().preprocess(list(anonymized.unbind(0)), data_samples, training)
+
+    def anonymize(self, clips: Tensor, data_samples: SampleList, training: bool) -> Tensor:
+        """Anonymize the face regions of a batch of clips.
+
+        Args:
+            clips (Tensor): (N, C, T, H, W) pixel values.
+            data_samples (list[ActionDataSample]): The batch's data samples.
+            training (bool): Whether this is a training step (regions from ground-truth persons, faces kept
+                for the hook, the anonymizer's own losses attached) or an evaluation step (regions from
+                proposals, faces attached to the data samples).
+
+        Returns:
+            Tensor: The anonymized (N, C, T, H, W) clips.
+        """
+        height, width = clips.shape[-2:]
+        inds, boxes = self._region_boxes(data_samples, training, clips.device)
+        regions, valid = enlarge_regions(boxes, self.margin, height, width)
+        self._count_skipped(int((~valid).sum()))
+        inds, regions = inds[valid], regions[valid]
+        crops = crop_regions(clips, inds, regions)
+        patches = anonymize_crops(self.anonymizer, crops)
+        anonymized = paste_regions(clips, inds, regions, patches, self.feather)
+
+        faces = self._identity_faces(clips, anonymized, data_samples)
+        if training:
+            extra_loss = self._anonymizer_loss(faces, crops, patches)
+            if extra_loss is not None:
+                anonymized = attach_loss(anonymized, extra_loss)
+            self.train_faces = faces.detach()
+        else:
+            self._attach_faces(faces, data_samples)
+        return anonymized
+
+    def _region_boxes(self, data_samples: SampleList, training: bool, device) -> Tuple[Tensor, Tensor]:
+        """(K,) sample indices and (K, 4) face boxes to anonymize."""
+        inds, boxes = [], []
+        for n, sample in enumerate(data_samples):
+            if 'gt_faces' in sample:
+                sample_boxes = sample.gt_faces.bboxes
+            else:
+                persons = sample.gt_instances if training else sample.get('proposals')
+                if persons is None or 'bboxes' not in persons:
+                    raise ValueError('a data sample carries neither face boxes (gt_faces) nor '
+                                     f'{"ground-truth person boxes" if training else "proposals"} to derive '
+                                     'head regions from; the preprocessor cannot tell where faces are')
+                sample_boxes = head_regions(persons.bboxes, self.head_ratio)
+            boxes.append(sample_boxes.to(device).float().reshape(-1, 4))
+            inds.append(torch.full((boxes[-1].shape[0], ), n, dtype=torch.long, device=device))
+        return torch.cat(inds), torch.cat(boxes)
+
+    def _labelled_boxes(self, data_samples: SampleList, device) -> Tuple[Tensor, Tensor, Tensor]:
+        """(F,) sample indices, (F, 4) face boxes and (F,) identities of the faces whose identity is known."""
+        inds, boxes, identities = [], [], []
+        for n, sample in enumerate(data_samples):
+            if 'gt_faces' in sample:
+                sample_boxes, sample_ids = sample.gt_faces.bboxes, sample.gt_faces.identities
+            elif 'gt_instances' in sample and 'identities' in sample.gt_instances:
+                persons = sample.gt_instances
+                sample_boxes, sample_ids = head_regions(persons.bboxes, self.head_ratio), persons.identities
+            else:
+                continue
+            keep = sample_ids >= 0
+            boxes.append(sample_boxes[keep].to(device).float().reshape(-1, 4))
+            identities.append(sample_ids[keep].to(device).long())
+            inds.append(torch.full((boxes[-1].shape[0], ), n, dtype=torch.long, device=device))
+        if not boxes:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return empty, torch.zeros(0, 4, device=device), empty
+        return torch.cat(inds), torch.cat(boxes), torch.cat(identities)
+
+    def _identity_faces(self, clips: Tensor, anonymized: Tensor, data_samples: SampleList) -> FaceBatch:
+        """Crop the identity-labelled faces from the key frame of the raw and of the anonymized clips."""
+        height, width = clips.shape[-2:]
+        inds, boxes, identities = self._labelled_boxes(data_samples, clips.device)
+        regions, valid = enlarge_regions(boxes, self.face_crop_margin, height, width)
+        inds, regions, identities = inds[valid], regions[valid], identities[valid]
+        key = clips.shape[2] // 2  # SampleAVAFrames centres the clip on the keyframe
+
+        def key_crops(source: Tensor) -> Tensor:
+            crops = crop_regions(source[:, :, key:key + 1], inds, regions)
+            if not crops:
+                return source.new_zeros((0, source.shape[1], *self.face_crop_size))
+            return torch.cat([resize_crops(c, self.face_crop_size) for c in crops])
+
+        return FaceBatch(key_crops(clips), key_crops(anonymized), identities, inds)
+
+    def _anonymizer_loss(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Optional[Tensor]:
+        """The anonymizer's own training terms, or None when it has nothing to learn from them."""
+        if not any(p.requires_grad for p in patches):
+            return None
+        terms = {}
+        if self.l1_weight > 0:
+            change = torch.cat([(p - c).abs().flatten() for p, c in zip(patches, crops)])
+            terms['loss_l1'] = self.l1_weight * change.mean() / 255
+        if self.discriminator is not None and self.adversarial_weight > 0 and len(faces) > 0:
+            terms['loss_adversarial'] = self.adversarial_weight * self._adversarial_loss(faces)
+        self.train_losses = {name: value.detach() for name, value in terms.items()}
+        return sum(terms.values()) if terms else None
+
+    def _adversarial_loss(self, faces: FaceBatch) -> Tensor:
+        """What the anonymizer minimises to fool the discriminator, which is frozen for this pass."""
+        with frozen(self.discriminator):
+            anonymized = self.discriminator(faces.anonymized)
+            if self.adversarial_loss == 'embedding':
+                raw = self.discriminator(faces.raw).detach()
+                return F.cosine_similarity(anonymized, raw, dim=1).mean()
+            logits = self.discriminator.logits(anonymized)
+            ce = F.cross_entropy(logits, faces.identities, reduction='none')
+            if self.ce_cap is not None:
+                ce = ce.clamp(max=self.ce_cap)
+            return -ce.mean()
+
+    @torch.no_grad()
+    def _attach_faces(self, faces: FaceBatch, data_samples: SampleList) -> None:
+        """Give each data sample its faces, for the privacy metrics."""
+        fields = dict(
+            identities=faces.identities,
+            raw_crops=faces.raw.round().clamp(0, 255).to(torch.uint8),
+            anonymized_crops=faces.anonymized.round().clamp(0, 255).to(torch.uint8))
+        if self.discriminator is not None and len(faces):
+            fields['raw_embeddings'] = self.discriminator(faces.raw)
+            fields['anonymized_embeddings'] = self.discriminator(faces.anonymized)
+        for n, sample in enumerate(data_samples):
+            keep = faces.sample_inds == n
+            sample.faces = InstanceData(**{name: value[keep] for name, value in fields.items()})
+
+    def _count_skipped(self, num: int) -> None:
+        if num and not self.skipped_regions:
+            print_log(f'skipped {num} face region(s) with no pixel inside the frame; '
+                      'the total is kept in AnonymizerDataPreprocessor.skipped_regions',
+                      logger='current', level=logging.WARNING)
+        self.skipped_regions += num

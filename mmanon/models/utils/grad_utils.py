@@ -1,0 +1,51 @@
+"""Small autograd tools for training the anonymizer inside a stock detector's training step."""
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+class _AttachLoss(torch.autograd.Function):
+    """Identity on ``x`` whose backward also back-propagates ``loss`` with gradient 1."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, loss: Tensor) -> Tensor:
+        ctx.loss_shape = loss.shape
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, grad.new_ones(ctx.loss_shape)
+
+
+def attach_loss(x: Tensor, loss: Tensor) -> Tensor:
+    """Return ``x`` unchanged, such that any backward pass through it also minimises ``loss``.
+
+    The stock detector's ``train_step`` back-propagates only the detection loss. The anonymizer's own terms
+    (the adversarial loss against the face discriminator and the L1 term) are attached to the anonymized clips
+    this way, so the one backward pass of the detection loss gives the anonymizer the gradient of
+    ``detection loss + loss``, synchronised across ranks by the same DDP reduction.
+
+    Args:
+        x (Tensor): A tensor the detection loss depends on (the anonymized clips).
+        loss (Tensor): A scalar to minimise as well; it must depend on what ``x`` depends on.
+
+    Returns:
+        Tensor: ``x``'s values.
+    """
+    return _AttachLoss.apply(x, loss)
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Temporarily stop gradients to ``module``'s parameters (inputs still get theirs), then restore the
+    previous ``requires_grad`` of each parameter."""
+    params = list(module.parameters())
+    previous = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, previous):
+            p.requires_grad_(flag)

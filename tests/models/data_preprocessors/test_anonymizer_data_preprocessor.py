@@ -1,0 +1,175 @@
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmaction.models import ActionDataPreprocessor
+from mmaction.structures import ActionDataSample
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+from mmanon.models import AnonymizerDataPreprocessor
+from mmanon.models.utils import enlarge_regions, head_regions
+from mmanon.registry import MODELS, build_in_scope
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ANONYMIZER_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs/_base_/anonymizers/*.py')))
+NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], format_shape='NCTHW')
+
+
+def make_batch(num_clips=2, frames=4, height=48, width=64, persons=((4, 6, 30, 46), (34, 2, 60, 40)), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for _ in range(num_clips):
+        inputs.append(torch.randint(0, 256, (3, frames, height, width), generator=generator, dtype=torch.uint8))
+        sample = ActionDataSample()
+        boxes = torch.tensor(persons, dtype=torch.float32).reshape(-1, 4)
+        sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.zeros(len(boxes), 6),
+                                           identities=torch.arange(len(boxes)))
+        sample.proposals = InstanceData(bboxes=boxes.clone())
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def region_mask(data, margin=2.0, head_ratio=0.25):
+    n, _, _, height, width = (len(data['inputs']), *data['inputs'][0].shape)
+    mask = torch.zeros(n, height, width, dtype=torch.bool)
+    for i, sample in enumerate(data['data_samples']):
+        regions, valid = enlarge_regions(head_regions(sample.gt_instances.bboxes, head_ratio), margin, height,
+                                         width)
+        for x1, y1, x2, y2 in regions[valid].tolist():
+            mask[i, y1:y2, x1:x2] = True
+    return mask[:, None, None].expand(-1, 3, data['inputs'][0].shape[1], -1, -1)
+
+
+@pytest.mark.parametrize('config', ANONYMIZER_CONFIGS, ids=lambda p: osp.basename(p)[:-3])
+def test_only_face_regions_change(config):
+    anonymizer = Config.fromfile(config).anonymizer
+    stock = ActionDataPreprocessor(**NORM)
+    ours = AnonymizerDataPreprocessor(anonymizer=anonymizer, **NORM)
+    for training in (True, False):
+        data = make_batch()
+        expected = stock(make_batch(), training)['inputs']
+        out = ours(data, training)['inputs']
+        mask = region_mask(data)
+        assert out.shape == expected.shape
+        assert torch.equal(out[~mask], expected[~mask]), 'pixels outside the face regions changed'
+        changed = (out != expected)[mask].float().mean().item()
+        if anonymizer['type'] == 'IdentityAnonymizer':
+            assert changed == 0
+        elif anonymizer['type'] != 'ResNetAnonymizer':
+            # (The learned one starts as the identity by design; see the residual=False test below.)
+            assert changed > 0.9, f'only {changed:.0%} of the face pixels changed'
+
+
+def test_learned_anonymizer_changes_every_face_pixel_once_it_is_not_the_identity():
+    ours = AnonymizerDataPreprocessor(anonymizer=dict(type='ResNetAnonymizer', residual=False), **NORM)
+    data = make_batch()
+    expected = ActionDataPreprocessor(**NORM)(make_batch(), True)['inputs']
+    out = ours(data, True)['inputs']
+    mask = region_mask(data)
+    assert torch.equal(out[~mask], expected[~mask])
+    assert (out != expected)[mask].float().mean().item() > 0.99
+
+
+def test_face_boxes_win_over_person_boxes_and_regions_are_one_box_per_clip():
+    data = make_batch(frames=5)
+    face = torch.tensor([[20., 20., 28., 30.]])
+    for sample in data['data_samples']:
+        sample.gt_faces = InstanceData(bboxes=face, identities=torch.tensor([3]))
+    ours = AnonymizerDataPreprocessor(anonymizer=dict(type='SolidMask', fill=0), feather=0., mean=[0, 0, 0],
+                                      std=[1, 1, 1])
+    out = ours(data, True)['inputs']
+    # margin 2 around (20, 20, 28, 30): x 16..32, y 15..35, in every one of the 5 frames.
+    assert (out[:, :, :, 15:35, 16:32] == 0).all()
+    outside = torch.ones_like(out, dtype=torch.bool)
+    outside[:, :, :, 15:35, 16:32] = False
+    assert torch.equal(out[outside], torch.stack(data['inputs']).float()[outside])
+    faces = ours.train_faces
+    assert faces.identities.tolist() == [3, 3] and faces.raw.shape == (2, 3, 64, 64)
+    assert (faces.anonymized == 0).all()
+
+
+def test_edge_cases_zero_faces_outside_frame_one_pixel_and_single_frame():
+    ours = AnonymizerDataPreprocessor(anonymizer=dict(type='GaussianBlur', kernel_size=5), **NORM)
+    stock = ActionDataPreprocessor(**NORM)
+    cases = {
+        'no faces': make_batch(persons=()),
+        'outside the frame': make_batch(persons=((100, 100, 120, 140), )),
+        'one pixel': make_batch(persons=((10, 10, 10.5, 14), )),
+        'T = 1': make_batch(frames=1),
+    }
+    for name, data in cases.items():
+        for training in (True, False):
+            out = ours(data, training)['inputs']
+            assert out.shape == (2, 3, data['inputs'][0].shape[1], 48, 64), name
+            if name in ('no faces', 'outside the frame'):
+                assert torch.equal(out, stock(data, training)['inputs']), name
+    assert ours.skipped_regions > 0  # the region outside the frame was counted
+
+
+def test_evaluation_attaches_faces_for_the_metrics():
+    ours = AnonymizerDataPreprocessor(
+        anonymizer=dict(type='Pixelate', block_size=4),
+        discriminator=dict(type='FaceDiscriminatorHead', num_classes=4, input_size=(32, 32), embed_dims=16),
+        face_crop_size=(32, 32),
+        **NORM)
+    data = ours(make_batch(), False)
+    for sample in data['data_samples']:
+        faces = sample.faces
+        assert faces.identities.tolist() == [0, 1]
+        assert faces.raw_crops.dtype == torch.uint8 and faces.raw_crops.shape == (2, 3, 32, 32)
+        assert not torch.equal(faces.raw_crops, faces.anonymized_crops)
+        assert faces.raw_embeddings.shape == faces.anonymized_embeddings.shape == (2, 16)
+
+
+def smoke_detector(anonymizer, **preprocessor):
+    cfg = Config.fromfile(osp.join(REPO, 'configs/detection/slowonly/slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py'))
+    cfg.model.data_preprocessor = dict(cfg.model.data_preprocessor, type='mmanon.AnonymizerDataPreprocessor',
+                                       anonymizer=anonymizer, **preprocessor)
+    cfg.model.roi_head.bbox_head.dropout_ratio = 0
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        return MODELS.build(cfg.model)
+
+
+def detector_batch(height=64, width=80):
+    data = make_batch(height=height, width=width, persons=((4, 6, 30, 60), (40, 2, 76, 62)))
+    for sample in data['data_samples']:
+        sample.gt_instances.labels = torch.zeros(2, 6)
+        sample.gt_instances.labels[:, 1] = 1
+        sample.set_metainfo(dict(img_shape=(height, width)))
+    return data
+
+
+@pytest.mark.parametrize('residual', [False, True])
+def test_detection_loss_reaches_every_anonymizer_parameter(residual):
+    model = smoke_detector(dict(type='ResNetAnonymizer', base_channels=8, num_blocks=2, residual=residual))
+    anonymizer = model.data_preprocessor.anonymizer
+    optimizer = torch.optim.SGD(anonymizer.parameters(), lr=0.1)
+    for step in range(1 if not residual else 2):
+        optimizer.zero_grad()
+        data = model.data_preprocessor(detector_batch(), True)
+        losses = model(**data, mode='loss')
+        losses['loss_action_cls'].backward()
+        grads = {name: p.grad for name, p in anonymizer.named_parameters()}
+        if residual and step == 0:
+            # The residual form starts as the identity: its zeroed last convolution is what learns first.
+            assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if 'output_conv' in n)
+            optimizer.step()
+    assert all(g is not None and g.abs().sum() > 0 for g in grads.values()), \
+        [n for n, g in grads.items() if g is None or g.abs().sum() == 0]
+
+
+def test_stock_detector_train_and_test_step():
+    from mmengine.optim import OptimWrapper
+    model = smoke_detector(dict(type='GaussianBlur', kernel_size=7))
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    log_vars = model.train_step(detector_batch(), wrapper)
+    assert torch.isfinite(log_vars['loss'])
+    model.eval()
+    data = detector_batch()
+    data['inputs'], data['data_samples'] = data['inputs'][:1], data['data_samples'][:1]
+    (result, ) = model.test_step(data)
+    assert result.pred_instances.bboxes.shape[0] == 2 and result.pred_instances.scores.shape == (2, 6)
+    assert 'faces' in result
