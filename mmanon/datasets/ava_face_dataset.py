@@ -1,0 +1,405 @@
+"""AVA with face boxes and identities that follow the frames through the stock AVA pipelines."""
+import csv
+import logging
+import os
+import os.path as osp
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import torch
+from mmaction.datasets import AVADataset
+from mmaction.datasets.transforms import (Flip, Fuse, PackActionInputs, RandomCrop, RandomRescale, Resize,
+                                          SampleAVAFrames, TenCrop, ThreeCrop)
+from mmengine.fileio import list_from_file
+from mmengine.logging import print_log
+from mmengine.structures import InstanceData
+
+from mmanon.registry import DATASETS
+from .face_annotations import FaceRecord, load_face_file, parse_face_row
+
+# Transforms whose effect on the frame is recorded in ``crop_quadruple``, ``img_shape`` and ``flip``. RandomCrop
+# covers its subclasses CenterCrop, RandomResizedCrop and MultiScaleCrop.
+_GEOMETRY_TRANSFORMS = (Resize, RandomRescale, RandomCrop, Flip)
+AVA_COLUMNS = 'video_id,timestamp,x1,y1,x2,y2,action_id,entity_id'
+
+
+class _BadItems:
+    """Raises on the first bad item, or collects them for one warning, as ``on_bad_data`` says.
+
+    Args:
+        on_bad_data (str): 'raise' or 'skip'.
+        error (type): The exception raised under 'raise'.
+        what (str): What the items are, for the warning ("bad rows of ann.csv").
+    """
+
+    def __init__(self, on_bad_data: str, error: type, what: str):
+        self.on_bad_data = on_bad_data
+        self.error = error
+        self.what = what
+        self.messages: List[str] = []
+
+    def add(self, message: str) -> None:
+        if self.on_bad_data == 'raise':
+            raise self.error(message)
+        self.messages.append(message)
+
+    def warn(self) -> None:
+        if self.messages:
+            print_log(f'skipped {len(self.messages)} {self.what} (on_bad_data="skip"); first: {self.messages[0]}',
+                      logger='current', level=logging.WARNING)
+
+
+def parse_ava_row(row: List[str]) -> Tuple[FaceRecord, int, int]:
+    """Parse one row of an AVA annotation CSV; raises ``ValueError`` naming the offending field.
+
+    The first six columns have the layout of the face file, so one parser validates the key and the box of
+    both.
+
+    Args:
+        row (list[str]): The row's cells.
+
+    Returns:
+        tuple: The key and box as a :class:`FaceRecord` (without identity), the action id and the entity id.
+    """
+    if len(row) != 8:
+        raise ValueError(f'expected 8 columns ({AVA_COLUMNS}), got {len(row)}')
+    key_and_box = parse_face_row(row[:6] + [''])
+    ids = []
+    for name, text in zip(('action_id', 'entity_id'), row[6:]):
+        try:
+            ids.append(int(text))
+        except ValueError:
+            raise ValueError(f'{name} must be an integer, got {text!r}') from None
+    return key_and_box, ids[0], ids[1]
+
+
+def faces_in_clip(bboxes: np.ndarray, crop_quadruple: Sequence[float], img_shape: Tuple[int, int],
+                  flip: bool) -> np.ndarray:
+    """Map normalised boxes of the original frame to pixels of the transformed clip.
+
+    Args:
+        bboxes (np.ndarray): (F, 4) boxes (x1, y1, x2, y2), normalised by the original frame size.
+        crop_quadruple (Sequence[float]): (x, y, w, h) of the region of the original frame that the clip
+            shows, normalised, as mmaction's crops record it.
+        img_shape (tuple[int, int]): (height, width) of the clip.
+        flip (bool): Whether the clip was flipped horizontally after cropping.
+
+    Returns:
+        np.ndarray: (F, 4) float32 boxes in clip pixels.
+    """
+    x, y, w, h = (float(v) for v in crop_quadruple)
+    height, width = img_shape
+    boxes = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4).copy()
+    boxes[:, 0::2] = (boxes[:, 0::2] - x) / w * width
+    boxes[:, 1::2] = (boxes[:, 1::2] - y) / h * height
+    # Clip as RandomCrop._box_crop clips the person boxes: to the last pixel, before the flip.
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width - 1)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height - 1)
+    if flip:
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    return boxes.astype(np.float32)
+
+
+def _recorded_geometry(results: dict) -> Optional[tuple]:
+    """What the transforms recorded of the frame geometry so far; None before the frames are decoded."""
+    if 'img_shape' not in results:
+        return None
+    quadruple = results.get('crop_quadruple')
+    return (tuple(results['img_shape']), None if quadruple is None else tuple(np.asarray(quadruple).tolist()),
+            bool(results.get('flip', False)))
+
+
+@DATASETS.register_module()
+class AVAFaceDataset(AVADataset):
+    """AVA whose samples also carry the faces of each keyframe and the identities of its persons.
+
+    A drop-in replacement for mmaction2's :class:`AVADataset`: a stock AVA config switches to it by its
+    ``type`` and, optionally, a ``face_file``; the pipeline stays as it is. Each packed data sample gets
+
+    - ``gt_instances.identities`` (LongTensor, one per person box, in the order of ``gt_instances.bboxes``);
+      -1 where unknown;
+    - ``gt_faces`` (:class:`InstanceData`, only with a ``face_file``): ``bboxes`` (FloatTensor (F, 4), in
+      pixels of the final clip, moved by the pipeline's resizes, crops and flip exactly as the frames and
+      person boxes are, and clipped to the clip like the person boxes; a face cropped away entirely keeps
+      its row with zero width or height) and ``identities`` (LongTensor (F,), -1 where unknown). A keyframe
+      without faces gets F = 0.
+
+    The face boxes follow the geometry that mmaction's transforms record (``crop_quadruple``, ``img_shape``,
+    ``flip``), so the pipeline must keep mmaction's documented order (Flip after every crop), must not be lazy,
+    and must end with ``PackActionInputs``; a pipeline that breaks this raises at construction, and a transform
+    outside mmaction's geometric ones that changes the recorded geometry raises when it does.
+
+    Every bad input is found while the dataset is built, in the main process: malformed rows of the AVA CSV,
+    malformed face rows and face rows of videos that the AVA CSV lacks, a person linked to two identities,
+    and samples whose frames are missing (for rawframes, every frame that the pipeline's ``SampleAVAFrames``
+    may read for the keyframe: the first, centre and last of each of its ``clip_len`` slots).
+
+    Args:
+        ann_file (str): The AVA annotation CSV (``video_id,timestamp,x1,y1,x2,y2,action_id,entity_id``).
+        pipeline (list[dict | callable]): The stock AVA pipeline, ending with ``PackActionInputs``.
+        face_file (str, optional): The face CSV of :mod:`mmanon.datasets.face_annotations`. Defaults to None
+            (no ``gt_faces``).
+        identity_source (str, optional): Where ``gt_instances.identities`` come from. ``'face_file'``: the
+            ``identity`` of a face row whose ``entity_id`` links it to the person (a person is one
+            ``(video_id, entity_id)``, so one linked face labels all its boxes in that video), -1 for persons
+            no face row links to a known identity. ``'entity'``: the AVA person id made unique across
+            videos, the index of ``(video_id, entity_id)`` in the sorted set of those pairs in ``ann_file``
+            (stable for a given annotation file; ids of different annotation files are unrelated). Defaults
+            to None: ``'face_file'`` when a face file is given, else ``'entity'``.
+        on_bad_data (str): ``'raise'``: the first bad item raises an error naming the file and row (or the
+            sample) and the field. ``'skip'``: bad rows and samples are left out and one warning per kind
+            counts them. Defaults to 'raise'.
+        check_frames (bool): Whether to check that the frames (or video files) of every sample exist; one
+            folder listing per video, no decoding. Turn it off for frames on a non-local storage backend.
+            Defaults to True.
+        **kwargs: The other arguments of :class:`mmaction.datasets.AVADataset` (``exclude_file``,
+            ``label_file``, ``proposal_file``, ``data_prefix``, ``num_classes``, ``fps``, ...).
+    """
+
+    def __init__(self,
+                 ann_file: str,
+                 pipeline: List[dict],
+                 face_file: Optional[str] = None,
+                 identity_source: Optional[str] = None,
+                 on_bad_data: str = 'raise',
+                 check_frames: bool = True,
+                 **kwargs) -> None:
+        if on_bad_data not in ('raise', 'skip'):
+            raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
+        if identity_source is None:
+            identity_source = 'entity' if face_file is None else 'face_file'
+        if identity_source not in ('face_file', 'entity'):
+            raise ValueError(f"identity_source must be 'face_file', 'entity' or None, got {identity_source!r}")
+        if identity_source == 'face_file' and face_file is None:
+            raise ValueError("identity_source='face_file' needs a face_file")
+        self.face_file = face_file
+        self.identity_source = identity_source
+        self.on_bad_data = on_bad_data
+        self.check_frames = check_frames
+        super().__init__(ann_file, pipeline, **kwargs)
+
+    def full_init(self) -> None:
+        """Check that the face boxes can follow the pipeline, then load, validate and filter the data."""
+        if not self._fully_initialized:
+            self._check_pipeline()
+        super().full_init()
+
+    def _check_pipeline(self) -> None:
+        """Raise if the face boxes could not follow the pipeline's geometry, or have nothing to attach to."""
+        transforms = self.pipeline.transforms
+        if not transforms or not isinstance(transforms[-1], PackActionInputs):
+            last = transforms[-1] if transforms else None
+            raise ValueError(f'AVAFaceDataset attaches the faces to the data sample that the last transform '
+                             f'packs, so the pipeline must end with PackActionInputs; it ends with {last!r}')
+        flipped_by = None
+        for transform in transforms:
+            if isinstance(transform, Fuse) or getattr(transform, 'lazy', False):
+                raise ValueError(f'{transform!r} is lazy; AVA pipelines cannot be (mmaction moves the person '
+                                 f'boxes only in non-lazy transforms), so AVAFaceDataset cannot follow them')
+            if isinstance(transform, (ThreeCrop, TenCrop)):
+                raise ValueError(f'{transform!r} makes several views of each clip; AVAFaceDataset moves the '
+                                 f'faces into one view only')
+            if isinstance(transform, RandomCrop) and flipped_by is not None:
+                raise ValueError(f'{transform!r} comes after {flipped_by!r}; mmaction records crops in '
+                                 f'crop_quadruple relative to the unflipped frame, so put Flip after every crop')
+            if isinstance(transform, Flip):
+                if flipped_by is not None:
+                    raise ValueError(f'the pipeline flips twice ({flipped_by!r}, {transform!r}); mmaction '
+                                     f'records one flip only')
+                if transform.direction != 'horizontal':
+                    raise ValueError(f'{transform!r} flips vertically; mmaction moves person boxes only '
+                                     f'through horizontal flips')
+                flipped_by = transform
+
+    def load_data_list(self) -> List[dict]:
+        """Read and validate the AVA CSV and the face CSV into one entry per keyframe."""
+        bad_rows = _BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
+        rows = []
+        for row_number, row in enumerate(csv.reader(list_from_file(self.ann_file)), start=1):
+            if not any(cell.strip() for cell in row):
+                continue
+            try:
+                key_and_box, label, entity_id = parse_ava_row(row)
+                if self.custom_classes is None and not 1 <= label < self.num_classes:
+                    raise ValueError(f'action_id must be in [1, {self.num_classes - 1}] (num_classes is '
+                                     f'{self.num_classes}), got {label}')
+            except ValueError as e:
+                bad_rows.add(f'{self.ann_file}, row {row_number}: {e}')
+                continue
+            rows.append((key_and_box, label, entity_id))
+        bad_rows.warn()
+
+        records_by_img = defaultdict(list)
+        for key_and_box, label, entity_id in rows:
+            if self.custom_classes is not None:
+                if label not in self.custom_classes:
+                    continue
+                label = self.custom_classes.index(label)
+            records_by_img[key_and_box.img_key].append(
+                dict(entity_box=np.array(key_and_box.bbox), label=label, entity_id=entity_id))
+
+        persons = sorted({(key_and_box.video_id, entity_id) for key_and_box, _, entity_id in rows})
+        person_identity = {person: i for i, person in enumerate(persons)}
+        faces_by_img = defaultdict(list)
+        if self.face_file is not None:
+            video_ids = {video_id for video_id, _ in persons}
+            faces = load_face_file(self.face_file, self.on_bad_data, video_ids.__contains__)
+            for face in faces:
+                faces_by_img[face.img_key].append(face)
+            if self.identity_source == 'face_file':
+                person_identity = self._linked_identities(faces)
+
+        shot_info = (0, (self.timestamp_end - self.timestamp_start) * self._FPS) if self.use_frames else None
+        data_list = []
+        for img_key, records in records_by_img.items():
+            video_id, timestamp = img_key.split(',')
+            bboxes, labels, entity_ids = self.parse_img_record(records)
+            path = video_id if self.data_prefix['img'] is None else osp.join(self.data_prefix['img'], video_id)
+            entry = dict(
+                video_id=video_id,
+                timestamp=int(timestamp),
+                img_key=img_key,
+                shot_info=shot_info,
+                fps=self._FPS,
+                ann=dict(gt_bboxes=bboxes, gt_labels=labels, entity_ids=entity_ids),
+                gt_identities=np.array([person_identity.get((video_id, int(e)), -1) for e in entity_ids],
+                                       dtype=np.int64))
+            entry['frame_dir' if self.use_frames else 'filename'] = path
+            if self.face_file is not None:
+                keyframe_faces = faces_by_img.get(img_key, [])
+                entry['gt_face_bboxes'] = np.array([f.bbox for f in keyframe_faces],
+                                                   dtype=np.float32).reshape(-1, 4)
+                entry['gt_face_identities'] = np.array([f.identity for f in keyframe_faces], dtype=np.int64)
+            data_list.append(entry)
+        return data_list
+
+    def _linked_identities(self, faces: List[FaceRecord]) -> Dict[Tuple[str, int], int]:
+        """The identity of each ``(video_id, entity_id)`` that a face row links to a known identity."""
+        conflicts = _BadItems(self.on_bad_data, ValueError, f'persons of {self.face_file} with two identities')
+        links, conflicting = {}, set()
+        for face in faces:
+            if face.entity_id < 0 or face.identity < 0:
+                continue
+            person = (face.video_id, face.entity_id)
+            linked = links.setdefault(person, face.identity)
+            if linked != face.identity and person not in conflicting:
+                conflicts.add(f'{self.face_file}: the face at {face.img_key} gives entity_id {face.entity_id} '
+                              f'identity {face.identity}, an earlier face of that video gives it {linked}')
+                conflicting.add(person)
+        conflicts.warn()
+        # A person with two identities gets neither: training on a guessed one would teach a wrong label.
+        return {person: identity for person, identity in links.items() if person not in conflicting}
+
+    def filter_data(self) -> List[dict]:
+        """Drop the excluded keyframes (as AVADataset does), then the samples whose frames are missing."""
+        data_list = super().filter_data()
+        if not self.check_frames:
+            return data_list
+        missing = _BadItems(self.on_bad_data, FileNotFoundError, 'samples with missing frames')
+        sampler = self._frame_sampler()
+        samples_by_path = defaultdict(list)
+        for info in data_list:
+            samples_by_path[info['frame_dir' if self.use_frames else 'filename']].append(info)
+        bad_keys = set()
+        for path, samples in samples_by_path.items():
+            if not self.use_frames:
+                if not osp.isfile(path):
+                    for info in samples:
+                        missing.add(f'sample {info["img_key"]}: the video file {path} does not exist')
+                        bad_keys.add(info['img_key'])
+                continue
+            listings: Dict[str, Optional[Set[str]]] = {}
+            for info in samples:
+                problem = self._missing_frame(path, self._frame_names(sampler, info), listings)
+                if problem is not None:
+                    missing.add(f'sample {info["img_key"]}: {problem}')
+                    bad_keys.add(info['img_key'])
+        missing.warn()
+        return [info for info in data_list if info['img_key'] not in bad_keys]
+
+    def _frame_sampler(self) -> SampleAVAFrames:
+        """The pipeline's frame sampler; without one, a sampler of the keyframe alone."""
+        return next((t for t in self.pipeline.transforms if isinstance(t, SampleAVAFrames)),
+                    SampleAVAFrames(clip_len=1, frame_interval=1, test_mode=True))
+
+    def _frame_names(self, sampler: SampleAVAFrames, info: dict) -> List[str]:
+        """The file names of the frames that ``sampler`` may read for the sample ``info``.
+
+        In training the sampler shifts each of its ``clip_len`` slots by a random offset; the lowest, zero
+        and highest offsets give the first, centre and last frame each slot can read. The indices come from
+        the sampler's own ``_get_clips``, so they are clipped to the shot exactly as the sampler clips them.
+        """
+        # SampleAVAFrames.transform's arithmetic, which adds start_index both before and after _get_clips.
+        centre = self._FPS * (info['timestamp'] - self.timestamp_start) + self.start_index
+        interval = sampler.frame_interval
+        indices = set()
+        for offset in {-interval // 2, 0, (interval + 1) // 2 - 1}:
+            offsets = np.full(sampler.clip_len, offset)
+            indices.update((sampler._get_clips(centre, offsets, info['shot_info']) + self.start_index).tolist())
+        if self.modality == 'Flow':
+            return [self.filename_tmpl.format(axis, i) for i in sorted(indices) for axis in ('x', 'y')]
+        return [self.filename_tmpl.format(i) for i in sorted(indices)]
+
+    @staticmethod
+    def _missing_frame(frame_dir: str, names: List[str], listings: Dict[str, Optional[Set[str]]]) -> Optional[str]:
+        """What is missing of ``names`` under ``frame_dir``, or None; ``listings`` caches folder listings."""
+
+        def listing(folder):
+            if folder not in listings:
+                try:
+                    with os.scandir(folder) as entries:
+                        listings[folder] = {entry.name for entry in entries}
+                except (FileNotFoundError, NotADirectoryError):
+                    listings[folder] = None
+            return listings[folder]
+
+        top = listing(frame_dir)
+        for name in names:
+            # Checked in the frame folder first; a template may also name frames in subfolders.
+            if top is not None and name in top:
+                continue
+            folder, base = osp.split(osp.join(frame_dir, name))
+            if listing(folder) is None:
+                return f'the frame folder {folder} does not exist'
+            if base not in listings[folder]:
+                return f'the frame {osp.join(folder, base)} is missing'
+        return None
+
+    def prepare_data(self, idx: int) -> Optional[dict]:
+        """Run the pipeline and attach the identities and the faces, moved into the final clip.
+
+        Args:
+            idx (int): The sample index.
+
+        Returns:
+            dict | None: What the packing transform returns, its data sample completed; None when a transform
+            returns None (mmengine then draws another sample).
+        """
+        results = self.get_data_info(idx)
+        person_identities = results.pop('gt_identities')
+        face_bboxes = results.pop('gt_face_bboxes', None)
+        face_identities = results.pop('gt_face_identities', None)
+        *transforms, pack = self.pipeline.transforms
+        for transform in transforms:
+            geometry = _recorded_geometry(results)
+            results = transform(results)
+            if results is None:
+                return None
+            if (not isinstance(transform, _GEOMETRY_TRANSFORMS) and geometry is not None
+                    and _recorded_geometry(results) != geometry):
+                known = ', '.join(t.__name__ for t in _GEOMETRY_TRANSFORMS)
+                raise RuntimeError(f'{transform!r} changed the recorded frame geometry (img_shape, '
+                                   f'crop_quadruple or flip) and AVAFaceDataset cannot follow it; resize, '
+                                   f'crop and flip with mmaction2\'s {known} (or their subclasses)')
+        if face_bboxes is not None:
+            face_bboxes = faces_in_clip(face_bboxes, results.get('crop_quadruple', (0, 0, 1, 1)),
+                                        results['img_shape'], bool(results.get('flip', False)))
+        packed = pack(results)
+        data_sample = packed['data_samples']
+        data_sample.gt_instances.identities = torch.from_numpy(person_identities)
+        if face_bboxes is not None:
+            data_sample.gt_faces = InstanceData(
+                bboxes=torch.from_numpy(face_bboxes), identities=torch.from_numpy(face_identities))
+        return packed
+
