@@ -1,0 +1,220 @@
+"""Face detectors for real videos, behind one small interface.
+
+A detector is a callable ``detector(frame_bgr) -> boxes``: ``frame_bgr`` is an ``(H, W, 3)`` uint8 BGR image
+(as OpenCV reads it) and ``boxes`` an ``(K, 5)`` float32 array of ``[x1, y1, x2, y2, score]`` in pixels of
+that frame, ``K >= 0``. Any callable with that contract can be given to :func:`mmanon.apis.anonymize_video`
+(the tests pass scripted ones); :func:`build_face_detector` builds the shipped ones from a short spec:
+
+- ``haar``: OpenCV's frontal-face Haar cascade (always available; the default).
+- ``dlib``: dlib's HOG + linear SVM frontal-face detector (needs ``pip install -e .[attack]``).
+- ``onnx:FILE``: a face detector of your own, exported to ONNX; see :class:`OnnxFaceDetector` for the
+  input and output it must have.
+"""
+import os.path as osp
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+EMPTY_BOXES = np.zeros((0, 5), np.float32)
+
+
+def _check_frame(frame: np.ndarray) -> None:
+    if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3
+            and frame.shape[2] == 3):
+        raise ValueError('a face detector takes an (H, W, 3) uint8 BGR frame, but got '
+                         f'{type(frame).__name__} {getattr(frame, "dtype", "")} {getattr(frame, "shape", "")}')
+
+
+class HaarFaceDetector:
+    """OpenCV's Viola-Jones cascade of Haar features.
+
+    Fast enough for CPU video and always installed, but it finds only roughly frontal, upright faces.
+    The score of a box is the number of raw detections that were merged into it (a confidence, not a
+    probability).
+
+    Args:
+        cascade (str): A file in ``cv2.data.haarcascades`` or a path to a cascade XML.
+            Defaults to 'haarcascade_frontalface_default.xml'.
+        scale_factor (float): Size ratio between the scanned window sizes; closer to 1 finds more faces,
+            more slowly. Defaults to 1.1.
+        min_neighbors (int): Raw detections a box must merge to be kept; higher means fewer false faces
+            and more missed ones. Defaults to 5.
+        min_size (int): Smallest face side searched, in pixels of the original frame. Defaults to 24.
+        resize (float): Factor the frame is resized by before detection (boxes are mapped back); 0.5 is
+            about 3x faster and misses faces smaller than ``2 * 24`` pixels. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 cascade: str = 'haarcascade_frontalface_default.xml',
+                 scale_factor: float = 1.1,
+                 min_neighbors: int = 5,
+                 min_size: int = 24,
+                 resize: float = 1.0) -> None:
+        path = cascade if osp.isfile(cascade) else osp.join(cv2.data.haarcascades, cascade)
+        self.classifier = cv2.CascadeClassifier(path)
+        if self.classifier.empty():
+            raise FileNotFoundError(f'cannot load the Haar cascade {cascade!r} (looked for {path})')
+        if not scale_factor > 1:
+            raise ValueError(f'scale_factor must be > 1, but got {scale_factor}')
+        if not 0 < resize <= 1:
+            raise ValueError(f'resize must be in (0, 1], but got {resize}')
+        self.scale_factor = scale_factor
+        self.min_neighbors = int(min_neighbors)
+        self.min_size = int(min_size)
+        self.resize = resize
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        _check_frame(frame)
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if self.resize != 1:
+            gray = cv2.resize(gray, None, fx=self.resize, fy=self.resize, interpolation=cv2.INTER_AREA)
+        # The cascade's own window is 24 pixels; asking for less only costs time.
+        min_side = max(24, int(round(self.min_size * self.resize)))
+        rects, neighbours = self.classifier.detectMultiScale2(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
+        if len(rects) == 0:
+            return EMPTY_BOXES.copy()
+        rects = np.asarray(rects, np.float32) / self.resize
+        boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+        return np.concatenate([boxes, np.asarray(neighbours, np.float32).reshape(-1, 1)], axis=1)
+
+
+class DlibFaceDetector:
+    """dlib's HOG + linear SVM frontal-face detector (``dlib.get_frontal_face_detector``).
+
+    More accurate than the Haar cascade on real faces and about as fast at ``upsample=0``. The score is the
+    SVM's decision value (higher is more confident).
+
+    Args:
+        upsample (int): Times the frame is doubled in size before detection, to find faces smaller than
+            about 80 pixels; each time is about 4x slower. Defaults to 0.
+        threshold (float): Offset added to the SVM's decision threshold; negative finds more faces.
+            Defaults to 0.
+    """
+
+    def __init__(self, upsample: int = 0, threshold: float = 0.) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise ImportError('the dlib face detector needs dlib, which is not installed; install the '
+                              "optional extra with `pip install -e .[attack]` (dlib-bin), or use "
+                              "--detector haar") from None
+        self.detector = dlib.get_frontal_face_detector()
+        self.upsample = int(upsample)
+        self.threshold = float(threshold)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        _check_frame(frame)
+        rgb = np.ascontiguousarray(frame[:, :, ::-1])
+        rects, scores, _ = self.detector.run(rgb, self.upsample, self.threshold)
+        if len(rects) == 0:
+            return EMPTY_BOXES.copy()
+        return np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1, s] for r, s in zip(rects, scores)],
+                        np.float32)
+
+
+class OnnxFaceDetector:
+    """A face detector of your own, exported to ONNX, run with onnxruntime.
+
+    The model must follow this contract:
+
+    - **Input**: a single tensor of shape ``(1, 3, H, W)``, float32, RGB, values in [0, 1]. The frame is
+      resized to ``W x H`` without keeping its aspect ratio. ``H`` and ``W`` are read from the model's input
+      shape; a model with a dynamic height or width needs ``input_size``.
+    - **Output**: its first output, of shape ``(K, 5)`` or ``(1, K, 5)``, one row ``[x1, y1, x2, y2, score]``
+      per face, with coordinates **normalised** to [0, 1] by the input width and height (so they do not
+      depend on the resize) and any score (higher is more confident). ``K`` may be 0. Include whatever
+      non-maximum suppression the detector needs in the model.
+
+    Args:
+        path (str): The ``.onnx`` file.
+        input_size (Sequence[int], optional): ``(H, W)`` of the input when the model's are dynamic; must
+            match the model's where those are fixed. Defaults to None.
+        score_threshold (float): Boxes with a lower score are dropped. Defaults to 0.5.
+        providers (Sequence[str], optional): onnxruntime execution providers. Defaults to None (CPU).
+    """
+
+    def __init__(self,
+                 path: str,
+                 input_size: Optional[Sequence[int]] = None,
+                 score_threshold: float = 0.5,
+                 providers: Optional[Sequence[str]] = None) -> None:
+        import onnxruntime
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'ONNX face detector {path} does not exist')
+        try:
+            self.session = onnxruntime.InferenceSession(path, providers=list(providers or
+                                                                             ['CPUExecutionProvider']))
+        except Exception as e:
+            raise ValueError(f'onnxruntime cannot load the face detector {path}: {e}') from e
+        self.path = path
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ValueError(f'{path}: a face detector must have one input of shape (1, 3, H, W), but it has '
+                             f'{[(i.name, i.shape) for i in inputs]}')
+        self.input_name = inputs[0].name
+        batch, channels, *model_size = inputs[0].shape
+        if (isinstance(batch, int) and batch != 1) or (isinstance(channels, int) and channels != 3):
+            raise ValueError(f'{path}: the input must have shape (1, 3, H, W), but it has {inputs[0].shape}')
+        fixed = [s if isinstance(s, int) else None for s in model_size]
+        if input_size is not None:
+            input_size = tuple(int(s) for s in input_size)
+            if len(input_size) != 2 or min(input_size) < 1:
+                raise ValueError(f'input_size must be (H, W), but got {input_size}')
+            if any(f is not None and f != s for f, s in zip(fixed, input_size)):
+                raise ValueError(f'{path}: input_size {input_size} differs from the model\'s input shape '
+                                 f'{inputs[0].shape}')
+            self.input_size = input_size
+        elif None in fixed:
+            raise ValueError(f'{path}: the model\'s input height and width are dynamic ({inputs[0].shape}); '
+                             'give input_size=(H, W)')
+        else:
+            self.input_size = tuple(fixed)
+        self.score_threshold = score_threshold
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        _check_frame(frame)
+        height, width = frame.shape[:2]
+        in_h, in_w = self.input_size
+        rgb = cv2.cvtColor(cv2.resize(frame, (in_w, in_h), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+        blob = (rgb.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)
+        output = np.asarray(self.session.run(None, {self.input_name: blob})[0])
+        if output.ndim == 3 and output.shape[0] == 1:
+            output = output[0]
+        if output.ndim != 2 or output.shape[1] != 5:
+            raise ValueError(f'{self.path}: a face detector must output (K, 5) or (1, K, 5) rows '
+                             f'[x1, y1, x2, y2, score], but it gave shape {output.shape}')
+        output = output.astype(np.float32)
+        if not np.isfinite(output).all():
+            raise ValueError(f'{self.path}: the face detector output holds NaN or infinite values')
+        coords = output[:, :4]
+        # A little slack for boxes that reach just past the border; pixel coordinates are far outside.
+        if coords.size and (coords.min() < -0.5 or coords.max() > 1.5):
+            raise ValueError(f'{self.path}: box coordinates must be normalised to [0, 1] by the input size, but '
+                             f'they range over [{coords.min():.3g}, {coords.max():.3g}]; pixel coordinates '
+                             'are not accepted')
+        keep = output[:, 4] >= self.score_threshold
+        boxes = np.clip(coords[keep], 0, 1) * np.array([width, height, width, height], np.float32)
+        boxes = np.concatenate([boxes, output[keep, 4:]], axis=1)
+        return boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+
+
+def build_face_detector(spec: str, **options):
+    """Build a face detector from a short spec.
+
+    Args:
+        spec (str): ``'haar'``, ``'dlib'`` or ``'onnx:FILE'``.
+        **options: Keyword arguments of the detector's class (:class:`HaarFaceDetector`,
+            :class:`DlibFaceDetector` or :class:`OnnxFaceDetector`), e.g. ``resize=0.5`` for ``haar``.
+
+    Returns:
+        callable: ``detector(frame_bgr) -> (K, 5)`` boxes ``[x1, y1, x2, y2, score]`` in pixels.
+    """
+    if spec == 'haar':
+        return HaarFaceDetector(**options)
+    if spec == 'dlib':
+        return DlibFaceDetector(**options)
+    if spec.startswith('onnx:') and len(spec) > len('onnx:'):
+        return OnnxFaceDetector(spec[len('onnx:'):], **options)
+    raise ValueError(f"unknown face detector {spec!r}; expected 'haar', 'dlib' or 'onnx:FILE'")

@@ -1,0 +1,104 @@
+import os.path as osp
+import runpy
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from mmanon.apis import HaarFaceDetector, OnnxFaceDetector, build_face_detector
+from mmanon.apis.face_tracking import box_iou
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+draw_face = runpy.run_path(osp.join(REPO, 'benchmarks', 'anonymize_video.py'))['draw_face']
+
+
+def face_frame(box, size=(120, 160)):
+    frame = np.full((*size, 3), 110, np.uint8)
+    draw_face(frame, box, np.random.default_rng(0))
+    return frame
+
+
+@pytest.mark.parametrize('resize', [1.0, 0.5])
+def test_haar_finds_a_synthetic_face(resize):
+    true_box = np.array([50, 20, 106, 90])
+    boxes = HaarFaceDetector(resize=resize)(face_frame(true_box))
+    assert boxes.shape == (1, 5) and boxes.dtype == np.float32
+    assert box_iou(boxes[:, :4], true_box[None])[0, 0] > 0.4
+    assert boxes[0, 4] >= 5  # merged raw detections, at least min_neighbors
+
+
+def test_haar_finds_nothing_in_a_blank_frame():
+    assert build_face_detector('haar')(np.full((120, 160, 3), 110, np.uint8)).shape == (0, 5)
+
+
+def test_detectors_reject_frames_that_are_not_bgr_uint8():
+    with pytest.raises(ValueError, match='uint8 BGR'):
+        HaarFaceDetector()(np.zeros((10, 10), np.uint8))
+
+
+def test_dlib_missing_names_the_extra():
+    try:
+        import dlib  # noqa: F401
+        pytest.skip('dlib is installed')
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match=r'pip install -e \.\[attack\]'):
+        build_face_detector('dlib')
+
+
+@pytest.mark.parametrize('spec', ['hog', 'onnx:', 'ONNX:x.onnx'])
+def test_unknown_detector_spec(spec):
+    with pytest.raises(ValueError, match='haar'):
+        build_face_detector(spec)
+
+
+def constant_detector(path, output, input_shape=(1, 3, 32, 48)):
+    """An ONNX "face detector" with the contract's input that always outputs ``output``."""
+    output = np.asarray(output, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node('Constant', [], ['boxes'], value=helper.make_tensor('value', TensorProto.FLOAT,
+                                                                              output.shape, output.ravel()))],
+        'constant_detector',
+        [helper.make_tensor_value_info('image', TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info('boxes', TensorProto.FLOAT, list(output.shape))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize('batched', [False, True])
+def test_onnx_detector_scales_normalised_boxes_to_pixels(tmp_path, batched):
+    rows = [[0.25, 0.5, 0.5, 1.0, 0.9], [0.1, 0.1, 0.2, 0.2, 0.3]]
+    path = constant_detector(tmp_path / 'det.onnx', [rows] if batched else rows)
+    detector = build_face_detector(f'onnx:{path}', score_threshold=0.5)
+    assert detector.input_size == (32, 48)
+    boxes = detector(np.zeros((100, 200, 3), np.uint8))
+    np.testing.assert_allclose(boxes, [[50, 50, 100, 100, 0.9]], rtol=1e-6)
+
+
+def test_onnx_detector_with_dynamic_input_needs_input_size(tmp_path):
+    path = constant_detector(tmp_path / 'det.onnx', np.zeros((0, 5)), input_shape=(1, 3, 'h', 'w'))
+    with pytest.raises(ValueError, match='input_size'):
+        OnnxFaceDetector(path)
+    assert OnnxFaceDetector(path, input_size=(64, 64))(np.zeros((30, 40, 3), np.uint8)).shape == (0, 5)
+
+
+@pytest.mark.parametrize('output,message', [
+    (np.zeros((2, 4)), r'\(K, 5\)'),
+    ([[10, 10, 50, 50, 0.9]], 'normalised'),
+])
+def test_onnx_detector_rejects_outputs_off_the_contract(tmp_path, output, message):
+    detector = OnnxFaceDetector(constant_detector(tmp_path / 'det.onnx', output))
+    with pytest.raises(ValueError, match=message):
+        detector(np.zeros((100, 200, 3), np.uint8))
+
+
+def test_onnx_detector_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='missing.onnx'):
+        build_face_detector(f'onnx:{tmp_path}/missing.onnx')
+    (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+    with pytest.raises(ValueError, match='junk.onnx'):
+        build_face_detector(f'onnx:{tmp_path}/junk.onnx')
+    path = constant_detector(tmp_path / 'gray.onnx', np.zeros((0, 5)), input_shape=(1, 1, 32, 32))
+    with pytest.raises(ValueError, match=r'\(1, 3, H, W\)'):
+        OnnxFaceDetector(path)
