@@ -1,0 +1,3 @@
+from .face_privacy_metric import FacePrivacyMetric
+
+__all__ = ['FacePrivacyMetric']

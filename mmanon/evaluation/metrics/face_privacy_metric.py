@@ -1,0 +1,171 @@
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmengine.structures import BaseDataElement
+
+from mmanon.registry import METRICS
+from ..attackers import EMBEDDING_KEYS, AttackerUnavailable, build_attacker
+from ..functional import mean_pair_similarity, reidentification_top1, verification_scores
+
+REQUIRED_FACE_KEYS = ('identities', 'raw_crops', 'anonymized_crops')
+
+
+@METRICS.register_module()
+class FacePrivacyMetric(BaseMetric):
+    """How well face-recognition attackers identify the anonymized faces, used beside ``AVAMetric``.
+
+    Each data sample may carry ``'faces'``: a dict (an ``InstanceData`` after ``to_dict()``) of
+    ``identities`` (F,) long, -1 for unknown; ``raw_crops`` and ``anonymized_crops`` (F, C, h, w) uint8; and,
+    from the model's own face discriminator, optionally ``raw_embeddings`` and ``anonymized_embeddings``
+    (F, E). Faces of unknown identity and samples without faces contribute nothing.
+
+    Every attacker embeds the raw and the anonymized crop of each face. The raw embeddings form the gallery
+    and the anonymized ones the queries, and for each attacker ``<name>`` the metric reports:
+
+    - ``<name>/reid_top1``: closed-set top-1 re-identification of the anonymized faces among the raw
+      identities' templates (:func:`~mmanon.evaluation.functional.reidentification_top1`);
+    - ``<name>/reid_chance``: that rate for a random guess, 1 / the number of identities;
+    - ``<name>/roc_auc`` and ``<name>/tar@far=<far>``: verification of (raw, anonymized) pairs by cosine
+      similarity (:func:`~mmanon.evaluation.functional.verification_scores`), NaN with a single identity;
+    - ``<name>/raw_anon_similarity``: the mean cosine similarity of a face's raw and anonymized embeddings;
+
+    and ``num_faces``, the number of faces of known identity. Lower is more private, except the chance level.
+
+    ``self.results`` holds one entry per data sample (even one without faces), because mmengine's
+    ``collect_results`` restores the dataset order across ranks and drops the samplers' padding by counting
+    entries; entries hold embeddings and identities only, never crops.
+
+    Args:
+        attackers (Sequence[dict]): Attacker configs; see :func:`mmanon.evaluation.attackers.build_attacker`.
+            ``type`` is 'discriminator' (the embeddings the model attached; skipped with a warning when there
+            are none), 'checkpoint' (a separately trained ``FaceDiscriminatorHead``; args ``checkpoint`` and
+            optionally ``name``), or 'dlib' (dlib's face recogniser; arg ``channel_order``, default 'rgb';
+            skipped with a warning when its optional packages are missing). Names must be unique.
+            Defaults to ``(dict(type='discriminator'), )``.
+        far (float): False accept rate of the reported TAR, in (0, 1). Defaults to 0.01.
+        max_pairs (int): Verification pairs above which negatives are subsampled. Defaults to 4_000_000.
+        seed (int): Seed of that subsample. Defaults to 0.
+        collect_device (str): Device for collecting results across ranks, 'cpu' or 'gpu'. Defaults to 'cpu'.
+        prefix (str, optional): Prefix of the metric names. Defaults to None, meaning 'privacy'.
+        collect_dir (str, optional): Directory shared by the ranks to collect results through, with
+            ``collect_device='cpu'``. Defaults to None.
+    """
+
+    default_prefix: Optional[str] = 'privacy'
+
+    def __init__(self,
+                 attackers: Sequence[dict] = (dict(type='discriminator'), ),
+                 far: float = 0.01,
+                 max_pairs: int = 4_000_000,
+                 seed: int = 0,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 collect_dir: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+        if not 0 < far < 1:
+            raise ValueError(f'far must be in (0, 1), got {far}')
+        if max_pairs < 1:
+            raise ValueError(f'max_pairs must be positive, got {max_pairs}')
+        if not attackers:
+            raise ValueError('attackers must name at least one attacker config, got none')
+        self.far = far
+        self.max_pairs = max_pairs
+        self.seed = seed
+        self.attackers = []
+        for cfg in attackers:
+            try:
+                self.attackers.append(build_attacker(cfg))
+            except AttackerUnavailable as e:
+                print_log(f'{type(self).__name__} skips an attacker: {e}', logger='current', level=logging.WARNING)
+        names = [attacker.name for attacker in self.attackers]
+        if len(set(names)) != len(names):
+            raise ValueError(f'attacker names must be unique, got {names}; give them a `name`')
+        self._warned = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            print_log(f'{type(self).__name__}: {message}', logger='current', level=logging.WARNING)
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        """Embed the known faces of a batch with every attacker and keep their embeddings and identities.
+
+        Args:
+            data_batch: The batch from the dataloader; unused.
+            data_samples (Sequence[dict]): The model's outputs, each with optional ``'faces'``.
+        """
+        results = [dict(identities=np.zeros(0, dtype=np.int64), embeddings={}) for _ in data_samples]
+        faces, with_faces = [], []
+        for i, sample in enumerate(data_samples):
+            known_faces = self._known_faces(sample.get('faces'))
+            if known_faces is not None:
+                faces.append(known_faces)
+                with_faces.append(results[i])
+                results[i]['identities'] = known_faces['identities'].cpu().numpy().astype(np.int64)
+        if faces:
+            for attacker in self.attackers:
+                for result, embeddings in zip(with_faces, attacker.embed_faces(faces)):
+                    if embeddings is None:
+                        self._warn_once(
+                            attacker.name, f'the faces carry no raw_embeddings/anonymized_embeddings, so the '
+                            f'{attacker.name!r} attacker is skipped (does the model attach its discriminator\'s '
+                            'embeddings to the faces?)')
+                    else:
+                        result['embeddings'][attacker.name] = embeddings
+        self.results.extend(results)
+
+    @staticmethod
+    def _known_faces(faces) -> Optional[dict]:
+        """The faces of known identity of one sample, or None when there are none."""
+        if faces is None:
+            return None
+        if isinstance(faces, BaseDataElement):
+            faces = faces.to_dict()
+        missing = [key for key in REQUIRED_FACE_KEYS if key not in faces]
+        if missing:
+            raise KeyError(f"data sample 'faces' lacks {missing}; it has {sorted(faces)}")
+        # Other fields (boxes, meta information) are of no use here and are left behind.
+        used = {key: faces[key] for key in REQUIRED_FACE_KEYS + EMBEDDING_KEYS if key in faces}
+        num_faces = len(used['identities'])
+        for key, value in used.items():
+            if len(value) != num_faces:
+                raise ValueError(f"data sample 'faces' has {num_faces} identities but {len(value)} {key}")
+        known = used['identities'] >= 0
+        if not known.any():
+            return None
+        return {key: value[known] for key, value in used.items()}
+
+    def compute_metrics(self, results: list) -> dict:
+        """Privacy measures per attacker over all processed faces.
+
+        Args:
+            results (list): One entry per data sample, from :meth:`process`.
+
+        Returns:
+            dict[str, float]: The measures, named as in the class description.
+        """
+        metrics = dict(num_faces=sum(len(result['identities']) for result in results))
+        for attacker in self.attackers:
+            name = attacker.name
+            used = [result for result in results if name in result['embeddings']]
+            if not used:
+                continue
+            identities = np.concatenate([result['identities'] for result in used])
+            raw, anonymized = (np.concatenate([result['embeddings'][name][k] for result in used]) for k in (0, 1))
+            if len(np.unique(identities)) < 2:
+                self._warn_once(f'{name}/identities', f'the {name!r} attacker saw fewer than two identities, so '
+                                'its roc_auc and TAR are NaN')
+            top1, chance = reidentification_top1(anonymized, identities, raw, identities)
+            auc, tar = verification_scores(raw, identities, anonymized, identities, self.far, self.max_pairs,
+                                           self.seed)
+            metrics.update({
+                f'{name}/reid_top1': top1,
+                f'{name}/reid_chance': chance,
+                f'{name}/roc_auc': auc,
+                f'{name}/tar@far={self.far:g}': tar,
+                f'{name}/raw_anon_similarity': mean_pair_similarity(raw, anonymized),
+            })
+        return metrics

@@ -1,0 +1,236 @@
+import logging
+import os.path as osp
+import pickle
+import socket
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from mmengine.logging import MMLogger
+from mmengine.structures import InstanceData
+
+from mmanon.evaluation.attackers import CheckpointAttacker, build_attacker
+from mmanon.evaluation.metrics import FacePrivacyMetric
+from mmanon.models.heads import FaceDiscriminatorHead
+from mmanon.registry import METRICS, build_in_scope
+
+HEAD_CONFIG = dict(num_classes=4, input_size=(16, 16), base_channels=4, num_stages=1, embed_dims=8)
+METRIC_KEYS = ('reid_top1', 'reid_chance', 'roc_auc', 'tar@far=0.01', 'raw_anon_similarity')
+
+
+def make_samples(num_samples, num_identities=5, faces_per_sample=3, anonymized_noise=0.0, seed=0, crop_size=8):
+    """Data samples whose attached embeddings are identity centres (plus noise for the anonymized ones);
+    ``anonymized_noise=None`` makes both embeddings pure noise."""
+    rng = np.random.default_rng(seed)
+    centres = 10 * rng.normal(size=(num_identities, 16))
+    samples = []
+    for _ in range(num_samples):
+        ids = rng.integers(0, num_identities, faces_per_sample)
+        if anonymized_noise is None:
+            raw, anonymized = rng.normal(size=(2, faces_per_sample, 16))
+        else:
+            raw = centres[ids] + rng.normal(size=(faces_per_sample, 16))
+            anonymized = raw + anonymized_noise * rng.normal(size=raw.shape)
+        crops = torch.from_numpy(rng.integers(0, 256, (2, faces_per_sample, 3, crop_size, crop_size), np.uint8))
+        samples.append(dict(faces=dict(identities=torch.from_numpy(ids), raw_crops=crops[0],
+                                       anonymized_crops=crops[1], raw_embeddings=torch.from_numpy(raw).float(),
+                                       anonymized_embeddings=torch.from_numpy(anonymized).float())))
+    return samples
+
+
+def make_metric(**kwargs):
+    metric = FacePrivacyMetric(**kwargs)
+    metric.dataset_meta = {}
+    return metric
+
+
+def evaluate(metric, samples, batch_size=4):
+    for i in range(0, len(samples), batch_size):
+        metric.process({}, samples[i:i + batch_size])
+    return metric.evaluate(len(samples))
+
+
+@pytest.fixture
+def mmengine_warnings(caplog):
+    # mmengine's loggers are not children of the root logger, where caplog listens.
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_perfect_discriminator():
+    results = evaluate(make_metric(), make_samples(12))
+    assert results['privacy/num_faces'] == 36
+    assert results['privacy/discriminator/reid_top1'] == 1.0
+    assert results['privacy/discriminator/reid_chance'] == 0.2
+    assert results['privacy/discriminator/roc_auc'] == 1.0
+    assert results['privacy/discriminator/tar@far=0.01'] == 1.0
+    assert results['privacy/discriminator/raw_anon_similarity'] == pytest.approx(1.0)
+
+
+def test_random_discriminator_is_near_chance():
+    results = evaluate(make_metric(), make_samples(200, num_identities=10, anonymized_noise=None))
+    assert results['privacy/discriminator/reid_top1'] == pytest.approx(0.1, abs=0.05)
+    assert results['privacy/discriminator/roc_auc'] == pytest.approx(0.5, abs=0.03)
+    assert results['privacy/discriminator/raw_anon_similarity'] == pytest.approx(0.0, abs=0.05)
+
+
+def test_unknown_identities_and_empty_samples_contribute_nothing():
+    samples = make_samples(6, anonymized_noise=1.0)
+    reference = evaluate(make_metric(), samples)
+    # The same faces, plus faces of unknown identity with misleading embeddings and samples without faces.
+    padded = []
+    for sample in samples:
+        faces = sample['faces']
+        extra = dict(identities=torch.tensor([-1, -1]), raw_crops=faces['raw_crops'][:2],
+                     anonymized_crops=faces['anonymized_crops'][:2], raw_embeddings=torch.ones(2, 16),
+                     anonymized_embeddings=torch.ones(2, 16))
+        padded.append(dict(faces={key: torch.cat([faces[key], extra[key]]) for key in faces}))
+        padded.append(dict())
+        padded.append(dict(faces={key: value[:0] for key, value in faces.items()}))
+    assert evaluate(make_metric(), padded) == reference
+
+
+def test_faces_as_instance_data_with_other_fields():
+    samples = make_samples(4)
+    as_instance_data = [
+        dict(faces=InstanceData(metainfo=dict(img_shape=(240, 320)), bboxes=torch.zeros(3, 4), **sample['faces']))
+        for sample in samples
+    ]
+    assert 'img_shape' in as_instance_data[0]['faces'].to_dict()
+    assert evaluate(make_metric(), as_instance_data) == evaluate(make_metric(), samples)
+
+
+def test_results_hold_embeddings_and_identities_only():
+    metric = make_metric()
+    metric.process({}, make_samples(2) + [dict()])
+    assert len(metric.results) == 3
+    for result in metric.results:
+        assert set(result) == {'identities', 'embeddings'}
+        assert all(array.dtype == np.float32 for array in result['embeddings'].get('discriminator', ()))
+
+
+def test_missing_discriminator_embeddings_warn_once(mmengine_warnings):
+    samples = make_samples(4)
+    for sample in samples:
+        del sample['faces']['raw_embeddings'], sample['faces']['anonymized_embeddings']
+    metric = make_metric()
+    results = evaluate(metric, samples, batch_size=1)
+    assert results == {'privacy/num_faces': 12}
+    messages = [r.getMessage() for r in mmengine_warnings.records if r.levelno == logging.WARNING]
+    assert len([m for m in messages if 'no raw_embeddings/anonymized_embeddings' in m]) == 1
+
+
+def test_missing_dlib_is_skipped_with_a_warning(mmengine_warnings, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'dlib', None)  # makes `import dlib` fail even where it is installed
+    metric = make_metric(attackers=[dict(type='discriminator'), dict(type='dlib')])
+    assert [attacker.name for attacker in metric.attackers] == ['discriminator']
+    messages = [r.getMessage() for r in mmengine_warnings.records if r.levelno == logging.WARNING]
+    assert len(messages) == 1 and 'pip install -e .[attack]' in messages[0]
+    assert 'privacy/discriminator/roc_auc' in evaluate(metric, make_samples(3))
+
+
+def test_dlib_attacker():
+    pytest.importorskip('dlib')
+    pytest.importorskip('face_recognition_models')
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 3, 40, 32), np.uint8))
+    rgb = build_attacker(dict(type='dlib'))
+    bgr = build_attacker(dict(type='dlib', channel_order='bgr'))
+    embeddings = rgb.embed(crops)
+    assert embeddings.shape == (3, 128) and embeddings.dtype == np.float32
+    np.testing.assert_array_equal(bgr.embed(crops.flip(1)), embeddings)
+
+
+def save_head(path, seed=0):
+    torch.manual_seed(seed)
+    head = FaceDiscriminatorHead(**HEAD_CONFIG)
+    torch.save(dict(config=HEAD_CONFIG, state_dict=head.state_dict()), path)
+    return head
+
+
+def test_checkpoint_attacker_round_trip(tmp_path):
+    head = save_head(tmp_path / 'sphereface-attacker.pth')
+    attacker = build_attacker(dict(type='checkpoint', checkpoint=str(tmp_path / 'sphereface-attacker.pth')))
+    assert isinstance(attacker, CheckpointAttacker) and attacker.name == 'sphereface-attacker'
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 3, 20, 12), np.uint8))
+    with torch.no_grad():
+        expected = head(crops.float()).numpy()
+    np.testing.assert_allclose(attacker.embed(crops), expected, rtol=1e-5, atol=1e-6)
+    assert attacker.embed(crops[:0]).shape == (0, 8)
+    # Crops of different sizes across samples are embedded in groups, with the same result.
+    faces = [dict(raw_crops=crops[:2], anonymized_crops=crops[2:4]),
+             dict(raw_crops=crops[:1, :, :16, :], anonymized_crops=crops[4:])]
+    (raw0, anon0), (raw1, anon1) = attacker.embed_faces(faces)
+    np.testing.assert_allclose(raw0, expected[:2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(anon1, expected[4:], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(raw1, attacker.embed(crops[:1, :, :16, :]), rtol=1e-5, atol=1e-6)
+
+
+def test_several_attackers_in_one_run(tmp_path):
+    save_head(tmp_path / 'a.pth', seed=0)
+    save_head(tmp_path / 'b.pth', seed=1)
+    metric = build_in_scope(
+        METRICS,
+        dict(type='FacePrivacyMetric', attackers=[dict(type='discriminator'),
+                                                  dict(type='checkpoint', checkpoint=str(tmp_path / 'a.pth')),
+                                                  dict(type='checkpoint', checkpoint=str(tmp_path / 'b.pth'),
+                                                       name='second')]))
+    metric.dataset_meta = {}
+    results = evaluate(metric, make_samples(5))
+    for name in ('discriminator', 'a', 'second'):
+        assert all(f'privacy/{name}/{key}' in results for key in METRIC_KEYS)
+    assert results['privacy/a/roc_auc'] != results['privacy/second/roc_auc']
+
+
+def test_invalid_arguments_are_explained(tmp_path):
+    save_head(tmp_path / 'a.pth')
+    with pytest.raises(ValueError, match='attacker names must be unique'):
+        FacePrivacyMetric(attackers=[dict(type='checkpoint', checkpoint=str(tmp_path / 'a.pth'), name='x'),
+                                     dict(type='discriminator', name='x')])
+    with pytest.raises(ValueError, match="attacker type must be one of .* got 'insightface'"):
+        FacePrivacyMetric(attackers=[dict(type='insightface')])
+    with pytest.raises(ValueError, match='far must be in'):
+        FacePrivacyMetric(far=1.0)
+    torch.save(dict(weights=1), tmp_path / 'other.pth')
+    with pytest.raises(ValueError, match='not an attacker checkpoint'):
+        build_attacker(dict(type='checkpoint', checkpoint=str(tmp_path / 'other.pth')))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _evaluate_on_rank(rank, world_size, port, samples, workdir):
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
+    try:
+        # As mmengine's DefaultSampler: rank r takes samples r, r + world_size, ..., and the shorter ranks
+        # repeat samples from the start so every rank gets as many.
+        per_rank = -(-len(samples) // world_size)
+        indices = list(range(len(samples))) * 2
+        mine = [samples[i] for i in indices[rank:per_rank * world_size:world_size]]
+        metric = make_metric(collect_dir=osp.join(workdir, 'collect'))
+        for i in range(0, len(mine), 2):
+            metric.process({}, mine[i:i + 2])
+        # The dataset size: collecting drops the padding by truncating the rank-interleaved results to it.
+        results = metric.evaluate(len(samples))
+        if rank == 0:
+            with open(osp.join(workdir, 'results.pkl'), 'wb') as f:
+                pickle.dump(results, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one(tmp_path):
+    samples = make_samples(7, anonymized_noise=20.0)  # odd, so rank 1 gets a padding sample
+    expected = evaluate(make_metric(), samples)
+    mp.spawn(_evaluate_on_rank, args=(2, _free_port(), samples, str(tmp_path)), nprocs=2)
+    with open(tmp_path / 'results.pkl', 'rb') as f:
+        gathered = pickle.load(f)
+    assert gathered == expected
+    assert 0 < expected['privacy/discriminator/reid_top1'] < 1
