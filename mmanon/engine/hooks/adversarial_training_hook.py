@@ -1,0 +1,178 @@
+import copy
+import logging
+from typing import Optional
+
+import torch
+from mmengine.dist import all_reduce
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.optim import build_optim_wrapper
+
+from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor
+from mmanon.registry import HOOKS
+
+
+@HOOKS.register_module()
+class AdversarialTrainingHook(Hook):
+    """Train the face discriminator against the anonymizer, and own the game's schedule.
+
+    The players of one training iteration:
+
+    - the detector and the anonymizer M take the stock detector's ``train_step``: the detection loss on the
+      anonymized clips, plus M's own terms that :class:`AnonymizerDataPreprocessor` attaches to the same
+      backward pass (its adversarial loss against the frozen discriminator, scaled by the weight this hook
+      sets, and its L1 term);
+    - then, here, the discriminator D takes one step with its own optimizer on the identity-labelled raw and
+      anonymized faces of that batch. M's adversarial term is switched on every ``discriminator_steps``
+      iterations, so D takes that many steps per adversarial step of M (mmagic's convention).
+
+    The schedule: for ``warmup_iters`` iterations only D learns identities (M's adversarial weight is 0);
+    then the weight ramps linearly to ``adversarial_weight`` over ``ramp_iters``; the detector's parameters
+    can be frozen for the first ``freeze_detector_iters`` iterations, so that a pretrained detector guides M
+    before it adapts. All of it is a function of the iteration, so a resumed run continues where it stopped;
+    D's optimizer state is saved with every checkpoint and restored on resume.
+
+    Under distributed training, D's gradients are summed over the ranks and divided by the total number of
+    faces, so every rank applies the same update whether or not its own batch had faces (a rank without
+    faces takes part in the reduction with zero gradients and cannot hang the others). The detector's model
+    wrapper needs ``find_unused_parameters=True``, since D takes no part in the detector's step.
+
+    D's identity accuracy on raw and on anonymized faces, its loss, M's current adversarial weight and M's
+    own losses are logged through MMEngine's message hub (``train/adv_*``).
+
+    Args:
+        discriminator_optim_wrapper (dict): Optimizer wrapper config of D, built by
+            :func:`mmengine.optim.build_optim_wrapper`. Defaults to Adam with lr 1e-3.
+        discriminator_steps (int): D steps per adversarial step of M. Defaults to 1.
+        warmup_iters (int): Iterations during which only D learns identities. Defaults to 0.
+        adversarial_weight (float): Weight of M's adversarial loss after the ramp. Defaults to 1.0.
+        ramp_iters (int): Iterations of the linear ramp of the adversarial weight after the warm-up.
+            Defaults to 0 (full weight at once).
+        freeze_detector_iters (int): Iterations during which the detector's parameters get no gradient
+            (M still learns through it). Defaults to 0.
+    """
+
+    priority = 'NORMAL'  # after the step, before LoggerHook (BELOW_NORMAL) reads the scalars
+
+    def __init__(self,
+                 discriminator_optim_wrapper: dict = dict(optimizer=dict(type='Adam', lr=1e-3)),
+                 discriminator_steps: int = 1,
+                 warmup_iters: int = 0,
+                 adversarial_weight: float = 1.0,
+                 ramp_iters: int = 0,
+                 freeze_detector_iters: int = 0) -> None:
+        if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
+            raise ValueError(f'discriminator_steps must be an integer >= 1, got {discriminator_steps!r}')
+        for name, value in (('warmup_iters', warmup_iters), ('ramp_iters', ramp_iters),
+                            ('freeze_detector_iters', freeze_detector_iters)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f'{name} must be an integer >= 0, got {value!r}')
+        if adversarial_weight < 0:
+            raise ValueError(f'adversarial_weight must be >= 0, got {adversarial_weight}')
+        self.discriminator_optim_wrapper_cfg = discriminator_optim_wrapper
+        self.discriminator_steps = discriminator_steps
+        self.warmup_iters = warmup_iters
+        self.adversarial_weight = adversarial_weight
+        self.ramp_iters = ramp_iters
+        self.freeze_detector_iters = freeze_detector_iters
+        self.optim_wrapper = None
+        self._resume_state: Optional[dict] = None
+
+    @staticmethod
+    def _model(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def weight_at(self, iteration: int) -> float:
+        """M's adversarial weight at ``iteration`` (0-based)."""
+        if iteration < self.warmup_iters or (iteration + 1) % self.discriminator_steps:
+            return 0.
+        if self.ramp_iters == 0:
+            return self.adversarial_weight
+        return self.adversarial_weight * min(1., (iteration - self.warmup_iters + 1) / self.ramp_iters)
+
+    def before_run(self, runner) -> None:
+        preprocessor = self._model(runner).data_preprocessor
+        if not isinstance(preprocessor, AnonymizerDataPreprocessor) or preprocessor.discriminator is None:
+            raise TypeError('AdversarialTrainingHook needs model.data_preprocessor to be an '
+                            'mmanon.AnonymizerDataPreprocessor with a discriminator, got '
+                            f'{type(preprocessor).__name__}')
+        if is_model_wrapper(runner.model) and not getattr(runner.model, 'find_unused_parameters', True):
+            raise ValueError('AdversarialTrainingHook trains the discriminator outside the detector\'s step, so '
+                             'the DDP wrapper needs model_wrapper_cfg=dict(type=\'MMDistributedDataParallel\', '
+                             'find_unused_parameters=True)')
+        # Built here, before a resumed checkpoint is loaded into it.
+        self.build_optim_wrapper(preprocessor.discriminator)
+
+    def build_optim_wrapper(self, discriminator) -> None:
+        """Build D's optimizer wrapper from the config given to the hook."""
+        self.optim_wrapper = build_optim_wrapper(discriminator, copy.deepcopy(self.discriminator_optim_wrapper_cfg))
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['adversarial_training'] = dict(discriminator_optim_wrapper=self.optim_wrapper.state_dict())
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('adversarial_training')
+        # Applied in before_train only if training continues from this checkpoint's iteration (a resume),
+        # not when its weights are merely loaded to start a new run.
+        self._resume_state = None if state is None else dict(state, iter=checkpoint['meta'].get('iter'))
+
+    def before_train(self, runner) -> None:
+        state, self._resume_state = self._resume_state, None
+        if state is not None and state['iter'] == runner.iter:
+            self.optim_wrapper.load_state_dict(state['discriminator_optim_wrapper'])
+        elif runner.iter > 0:
+            print_log('resuming without the discriminator\'s optimizer state', logger='current',
+                      level=logging.WARNING)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        model = self._model(runner)
+        model.data_preprocessor.adversarial_weight = self.weight_at(runner.iter)
+        trainable = runner.iter >= self.freeze_detector_iters
+        for name, child in model.named_children():
+            if name != 'data_preprocessor':
+                child.requires_grad_(trainable)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        preprocessor = self._model(runner).data_preprocessor
+        scalars = self.discriminator_step(preprocessor)
+        scalars['adv_weight'] = preprocessor.adversarial_weight
+        scalars.update({f'adv_{name}': value for name, value in preprocessor.train_losses.items()})
+        for name, value in scalars.items():
+            runner.message_hub.update_scalar(f'train/{name}', float(value))
+
+    def discriminator_step(self, preprocessor: AnonymizerDataPreprocessor) -> dict:
+        """One optimizer step of D on the faces of the preprocessor's last training batch.
+
+        Args:
+            preprocessor (AnonymizerDataPreprocessor): Holds D and the batch's faces (``train_faces``).
+
+        Returns:
+            dict: D's loss and, when the batch had faces, its accuracy on the raw and on the anonymized ones
+            (measured before the step).
+        """
+        faces, discriminator = preprocessor.train_faces, preprocessor.discriminator
+        known = faces.identities >= 0
+        crops = torch.cat([faces.raw[known], faces.anonymized[known]])
+        labels = torch.cat([faces.identities[known]] * 2)
+        num_faces = torch.tensor(float(labels.numel()), device=crops.device)
+        all_reduce(num_faces)
+        with torch.no_grad():
+            correct = (discriminator.predict(crops)[1].argmax(dim=1) == labels).float()
+
+        losses = discriminator.loss(crops, labels)
+        # Sum over this rank's faces divided by all ranks' faces: after summing the gradients over the
+        # ranks, each applies the gradient of the mean loss over every face of the global batch.
+        self.optim_wrapper.backward(losses['loss_identity'] * labels.numel() / num_faces.clamp(min=1))
+        for param in discriminator.parameters():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            all_reduce(param.grad)
+        self.optim_wrapper.step()
+        self.optim_wrapper.zero_grad()
+
+        scalars = dict(adv_loss_discriminator=losses['loss_identity'].detach())
+        half = int(known.sum())
+        if half:
+            scalars.update(adv_acc_raw=correct[:half].mean(), adv_acc_anonymized=correct[half:].mean())
+        return scalars
