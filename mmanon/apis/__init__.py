@@ -1,0 +1,8 @@
+from .anonymize_video import anonymize_video, build_method_anonymizer, load_learned_anonymizer
+from .face_detection import DlibFaceDetector, HaarFaceDetector, OnnxFaceDetector, build_face_detector
+from .face_tracking import FaceTrack, IoUTracker
+
+__all__ = [
+    'anonymize_video', 'build_method_anonymizer', 'load_learned_anonymizer', 'build_face_detector',
+    'HaarFaceDetector', 'DlibFaceDetector', 'OnnxFaceDetector', 'FaceTrack', 'IoUTracker'
+]
