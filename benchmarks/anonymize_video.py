@@ -123,7 +123,7 @@ def write_synthetic_clip(path: str, num_frames: int, width: int, height: int, nu
     return all_boxes
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Measure frames per second of video anonymization for each '
                                      'method, detection, tracking, decoding and encoding included.')
     parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
@@ -141,7 +141,7 @@ def parse_args():
     parser.add_argument('--haar-resize', type=float, default=1.0,
                         help='factor frames are resized by before Haar detection (default: 1.0)')
     parser.add_argument('--device', default='cpu', help='device of the anonymizer (default: cpu)')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def random_learned_checkpoint(path: str) -> None:

@@ -1,0 +1,130 @@
+"""tools/data/detect_faces.py on a tiny generated AVA-style dataset, with a detector that finds white boxes."""
+import os
+import os.path as osp
+import runpy
+
+import cv2
+import numpy as np
+import pytest
+
+from mmanon.datasets.face_annotations import load_face_file
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+tool = runpy.run_path(osp.join(REPO, 'tools', 'data', 'detect_faces.py'))
+detect_faces = tool['detect_faces']
+H, W = 100, 200
+# (video_id, timestamp) -> pixel face boxes drawn in its keyframe
+FACES = {
+    ('vidA', 902): [(20, 10, 40, 30), (110, 12, 126, 30), (186, 50, 196, 60)],
+    ('vidA', 903): [],
+    ('vidB', 902): [(60, 20, 80, 44)],
+}
+# video_id,timestamp,x1,y1,x2,y2,action,entity_id; persons 0 and 1 of vidA overlap around x = 0.5-0.6.
+ANNOTATIONS = """vidA,902,0.000,0.000,0.600,1.000,1,0
+vidA,902,0.000,0.000,0.600,1.000,3,0
+vidA,902,0.500,0.000,0.900,1.000,2,1
+vidA,903,0.000,0.000,0.600,1.000,1,0
+vidB,902,0.200,0.000,0.600,1.000,4,3
+"""
+
+
+class WhiteBoxDetector:
+    """Finds the white rectangles of a frame; ``interrupt_at`` makes one call raise KeyboardInterrupt."""
+
+    def __init__(self, interrupt_at=None):
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def __call__(self, frame):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        count, _, stats, _ = cv2.connectedComponentsWithStats((frame.min(axis=2) > 200).astype(np.uint8))
+        return np.array([[x, y, x + w, y + h, 1.0] for x, y, w, h, _ in stats[1:count]], np.float32).reshape(-1, 5)
+
+
+def draw(boxes):
+    frame = np.full((H, W, 3), 80, np.uint8)
+    for x1, y1, x2, y2 in boxes:
+        frame[y1:y2, x1:x2] = 255
+    return frame
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    for (video_id, timestamp), boxes in FACES.items():
+        folder = tmp_path / 'rawframes' / video_id
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f'img_{30 * (timestamp - 900) + 1:05d}.png'), draw(boxes))
+    ann = tmp_path / 'ava_train_v2.1.csv'
+    ann.write_text(ANNOTATIONS)
+    return dict(ann_file=str(ann), frame_root=str(tmp_path / 'rawframes'), filename_tmpl='img_{:05d}.png')
+
+
+def expected_rows(identities=False):
+    entity = {('vidA', 902): [0, 1, -1], ('vidB', 902): [3]}
+    identity = {('vidA', 0): 0, ('vidA', 1): 1, ('vidB', 3): 2}
+    rows = []
+    for key, boxes in sorted(FACES.items()):
+        for (x1, y1, x2, y2), e in zip(boxes, entity.get(key, [])):
+            i = identity[(key[0], e)] if identities and e >= 0 else -1
+            rows.append(f'{key[0]},{key[1]},{x1 / W:.3f},{y1 / H:.3f},{x2 / W:.3f},{y2 / H:.3f},{i},{e}')
+    return sorted(rows)
+
+
+@pytest.mark.parametrize('identities', [False, True])
+def test_faces_are_assigned_to_person_boxes(tmp_path, dataset, identities):
+    out = str(tmp_path / 'faces.csv')
+    summary = detect_faces(out_file=out, detector=WhiteBoxDetector(), identity_from_entity=identities,
+                           progress=False, **dataset)
+    assert summary == dict(keyframes=3, resumed=0, faces=4, assigned=3)
+    assert open(out).read().splitlines() == expected_rows(identities)
+    assert load_face_file(out)[0].entity_id == 0
+    assert not osp.exists(out + '.partial')
+
+
+def test_resumes_after_an_interruption_without_duplicates(tmp_path, dataset):
+    out = str(tmp_path / 'faces.csv')
+    with pytest.raises(KeyboardInterrupt):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(interrupt_at=2), progress=False, **dataset)
+    assert not osp.exists(out)
+    with open(out + '.partial', 'a') as f:  # a line cut off by the interruption
+        f.write('{"video_id": "vidA", "timest')
+    detector = WhiteBoxDetector()
+    summary = detect_faces(out_file=out, detector=detector, progress=False, **dataset)
+    assert detector.calls == 2 and summary['resumed'] == 1
+    assert open(out).read().splitlines() == expected_rows()
+    assert sorted(os.listdir(tmp_path)) == ['ava_train_v2.1.csv', 'faces.csv', 'rawframes']
+
+
+def test_missing_keyframe_names_the_file(tmp_path, dataset):
+    os.remove(osp.join(dataset['frame_root'], 'vidB', 'img_00061.png'))
+    with pytest.raises(FileNotFoundError, match='vidB/img_00061.png'):
+        detect_faces(out_file=str(tmp_path / 'faces.csv'), detector=WhiteBoxDetector(), progress=False, **dataset)
+    assert not osp.exists(tmp_path / 'faces.csv')
+
+
+def test_keyframes_from_video_files(tmp_path):
+    videos = tmp_path / 'videos'
+    videos.mkdir()
+    writer = cv2.VideoWriter(str(videos / 'vidV.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 10, (W, H))
+    for index in range(40):  # the face moves 4 pixels a frame, so the position tells the frame read
+        writer.write(draw([(4 * index, 30, 4 * index + 24, 60)]))
+    writer.release()
+    ann = tmp_path / 'ann.csv'
+    ann.write_text('vidV,901,0,0,1,1,1,7\nvidV,903,0,0,1,1,1,7\n')
+    out = str(tmp_path / 'faces.csv')
+    detect_faces(str(ann), out, WhiteBoxDetector(), video_root=str(videos), progress=False)
+    records = load_face_file(out)
+    assert [(r.timestamp, r.entity_id) for r in records] == [(901, 7), (903, 7)]
+    for record, frame_index in zip(records, (10, 30)):
+        np.testing.assert_allclose(record.bbox, (4 * frame_index / W, 0.3, (4 * frame_index + 24) / W, 0.6),
+                                   atol=0.021)
+
+
+def test_cli_builds_the_detector_and_reports(tmp_path, dataset, capsys):
+    out = str(tmp_path / 'faces.csv')
+    assert tool['main']([dataset['ann_file'], out, '--frame-root', dataset['frame_root'], '--filename-tmpl',
+                         dataset['filename_tmpl']]) == 0
+    assert 'keyframes' in capsys.readouterr().out and osp.exists(out)
+    assert tool['main']([dataset['ann_file'], out, '--frame-root', str(tmp_path / 'nope')]) == 1
+    assert 'nope' in capsys.readouterr().err

@@ -1,0 +1,304 @@
+"""Detect faces in the keyframes of an AVA-style dataset and write the face annotation file.
+
+The keyframes are those of an AVA annotation CSV (``video_id,timestamp,x1,y1,x2,y2,action,entity_id``, boxes
+normalised). Each keyframe is read either from extracted frames, ``<frame-root>/<video_id>/img_XXXXX.jpg``
+where the keyframe of second ``t`` is frame ``fps * (t - timestamp_start) + 1``, or from video files
+``<video-root>/<video_id>.<ext>``, where it is the frame at ``t - timestamp_start`` seconds. Every detected face
+goes to the annotated person box that contains its centre and overlaps it most (entity id -1 when none does),
+and the faces are written with :func:`mmanon.datasets.face_annotations.dump_face_file`.
+
+The run is resumable: each finished keyframe is appended to ``OUT.partial``; a rerun skips the keyframes
+found there, and the final file (sorted by video, timestamp and box) is written only once all are done.
+
+Example::
+
+    python tools/data/detect_faces.py data/ava/annotations/ava_train_v2.1.csv \\
+        data/ava/annotations/ava_faces_train_v2.1.csv --frame-root data/ava/rawframes
+"""
+import argparse
+import csv
+import json
+import os
+import os.path as osp
+import sys
+from collections import defaultdict
+from typing import Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+from mmengine.config import DictAction
+from mmengine.utils import ProgressBar
+
+from mmanon.apis import build_face_detector
+from mmanon.apis.anonymize_video import move_into_place
+from mmanon.datasets.face_annotations import FaceRecord, dump_face_file
+
+VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
+Key = Tuple[str, int]
+
+
+def load_person_boxes(ann_file: str) -> Dict[Key, Dict[int, Tuple[float, ...]]]:
+    """The annotated person boxes of each keyframe.
+
+    Args:
+        ann_file (str): An AVA annotation CSV; a person appears once per action, with the same box.
+
+    Returns:
+        dict: ``(video_id, timestamp) -> {entity_id: (x1, y1, x2, y2)}``, normalised boxes.
+    """
+    persons = defaultdict(dict)
+    with open(ann_file, newline='', encoding='utf-8') as f:
+        for row_number, row in enumerate(csv.reader(f), start=1):
+            if not row:
+                continue
+            try:
+                key = (row[0].strip(), int(row[1]))
+                box = tuple(float(v) for v in row[2:6])
+                entity_id = int(row[7]) if len(row) > 7 and row[7].strip() else -1
+            except (ValueError, IndexError):
+                raise ValueError(f'{ann_file}, row {row_number}: expected video_id,timestamp,x1,y1,x2,y2,action,'
+                                 f'entity_id, got {row}') from None
+            persons[key][entity_id] = box
+    if not persons:
+        raise ValueError(f'{ann_file} holds no annotations')
+    return dict(persons)
+
+
+def assign_faces(faces: np.ndarray, persons: Dict[int, Tuple[float, ...]]) -> List[int]:
+    """The entity id of the person box holding each face.
+
+    A face belongs to the person box that contains its centre and, among those, overlaps it most (ties go to
+    the smaller entity id); a face whose centre is in no box gets -1.
+
+    Args:
+        faces (np.ndarray): (K, 4) normalised face boxes.
+        persons (dict): ``entity_id -> (x1, y1, x2, y2)`` normalised person boxes.
+
+    Returns:
+        list[int]: K entity ids.
+    """
+    entity_ids = sorted(persons)
+    boxes = np.array([persons[e] for e in entity_ids], np.float64).reshape(-1, 4)
+    result = []
+    for face in faces:
+        cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
+        inside = (boxes[:, 0] <= cx) & (cx <= boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy <= boxes[:, 3])
+        overlap = np.prod(np.clip(np.minimum(boxes[:, 2:], face[2:]) - np.maximum(boxes[:, :2], face[:2]), 0,
+                                  None), axis=1)
+        overlap[~inside] = -1
+        best = int(np.argmax(overlap)) if len(boxes) else -1
+        result.append(entity_ids[best] if best >= 0 and inside[best] else -1)
+    return result
+
+
+class _KeyframeReader:
+    """Reads the keyframe image of ``(video_id, timestamp)`` from frame folders or video files.
+
+    Args:
+        frame_root (str, optional): Folder of ``<video_id>/`` frame folders.
+        video_root (str, optional): Folder of ``<video_id>.<ext>`` videos.
+        fps (float): Frame rate of the extracted frames.
+        timestamp_start (int): The second shown by the first frame (of a folder or a video).
+        filename_tmpl (str): Frame file names, formatted with the 1-based frame index.
+    """
+
+    def __init__(self, frame_root: Optional[str], video_root: Optional[str], fps: float, timestamp_start: int,
+                 filename_tmpl: str) -> None:
+        if (frame_root is None) == (video_root is None):
+            raise ValueError('give exactly one of frame_root (extracted frames) and video_root (videos)')
+        root = frame_root or video_root
+        if not osp.isdir(root):
+            raise FileNotFoundError(f'{root} is not a folder')
+        self.frame_root, self.video_root = frame_root, video_root
+        self.fps, self.timestamp_start, self.filename_tmpl = fps, timestamp_start, filename_tmpl
+        self.video_id, self.capture = None, None
+
+    def read(self, video_id: str, timestamp: int) -> np.ndarray:
+        """The BGR keyframe; raises naming the file when it cannot be read."""
+        if self.frame_root is not None:
+            index = int(round(self.fps * (timestamp - self.timestamp_start))) + 1
+            path = osp.join(self.frame_root, video_id, self.filename_tmpl.format(index))
+            frame = cv2.imread(path, cv2.IMREAD_COLOR)
+            if frame is None:
+                raise FileNotFoundError(f'cannot read the keyframe {path} of {video_id},{timestamp}')
+            return frame
+        if video_id != self.video_id:
+            self.close()
+            path = next((osp.join(self.video_root, video_id + ext) for ext in VIDEO_EXTENSIONS
+                         if osp.isfile(osp.join(self.video_root, video_id + ext))), None)
+            if path is None:
+                raise FileNotFoundError(f'no video {video_id}{{{",".join(VIDEO_EXTENSIONS)}}} in {self.video_root}')
+            self.capture = cv2.VideoCapture(path)
+            if not self.capture.isOpened():
+                raise ValueError(f'cannot open the video {path}')
+            self.video_id, self.path = video_id, path
+        video_fps = self.capture.get(cv2.CAP_PROP_FPS)
+        index = int(round(video_fps * (timestamp - self.timestamp_start)))
+        self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = self.capture.read()
+        if not ok:
+            raise ValueError(f'cannot read frame {index} (second {timestamp}) of {self.path}')
+        return frame
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+        self.video_id, self.capture = None, None
+
+
+def _load_progress(partial: str) -> Dict[Key, list]:
+    """Finished keyframes of an interrupted run; rewrites the file without a half-written last line."""
+    done, lines = {}, []
+    if not osp.exists(partial):
+        return done
+    with open(partial, encoding='utf-8') as f:
+        content = f.read().split('\n')
+    for line_number, line in enumerate(content, start=1):
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+            key = (str(entry['video_id']), int(entry['timestamp']))
+            faces = [[float(v) for v in face[:4]] + [int(face[4])] for face in entry['faces']]
+        except (ValueError, KeyError, TypeError, IndexError):
+            if line_number == len(content):  # cut off by the interruption
+                break
+            raise ValueError(f'{partial}, line {line_number} is damaged; delete the file (or pass --restart) '
+                             'to start over') from None
+        done[key] = faces
+        lines.append(line)
+    with open(partial + '.tmp', 'w', encoding='utf-8') as f:
+        f.write(''.join(line + '\n' for line in lines))
+    os.replace(partial + '.tmp', partial)
+    return done
+
+
+def detect_faces(ann_file: str,
+                 out_file: str,
+                 detector: Callable,
+                 frame_root: Optional[str] = None,
+                 video_root: Optional[str] = None,
+                 fps: float = 30,
+                 timestamp_start: int = 900,
+                 filename_tmpl: str = 'img_{:05d}.jpg',
+                 identity_from_entity: bool = False,
+                 restart: bool = False,
+                 progress: bool = True) -> dict:
+    """Detect the faces of every annotated keyframe and write the face file; see the module docstring.
+
+    Args:
+        ann_file (str): The AVA annotation CSV.
+        out_file (str): The face CSV to write.
+        detector (callable): ``frame_bgr -> (K, 5)`` boxes in pixels.
+        frame_root (str, optional): Folder of extracted frame folders. Defaults to None.
+        video_root (str, optional): Folder of videos. Defaults to None.
+        fps (float): Frame rate of the extracted frames. Defaults to 30.
+        timestamp_start (int): The second of the first frame. Defaults to 900.
+        filename_tmpl (str): Frame file names. Defaults to 'img_{:05d}.jpg'.
+        identity_from_entity (bool): Give each (video_id, entity_id) its own identity (numbered in sorted
+            order of the annotation file); otherwise identities are -1. Defaults to False.
+        restart (bool): Discard the progress of an interrupted run. Defaults to False.
+        progress (bool): Show a progress bar. Defaults to True.
+
+    Returns:
+        dict: ``keyframes``, ``resumed`` (keyframes taken from the partial file), ``faces`` and
+        ``assigned`` (faces inside a person box).
+    """
+    persons = load_person_boxes(ann_file)
+    reader = _KeyframeReader(frame_root, video_root, fps, timestamp_start, filename_tmpl)
+    parent = osp.dirname(osp.abspath(out_file))
+    if not osp.isdir(parent):
+        raise FileNotFoundError(f'the folder of the output {out_file}, {parent}, does not exist')
+    partial = out_file + '.partial'
+    if restart and osp.exists(partial):
+        os.remove(partial)
+    done = _load_progress(partial)
+    todo = [key for key in sorted(persons) if key not in done]
+    resumed = len(persons) - len(todo)
+    bar = ProgressBar(len(todo)) if progress and todo else None
+    try:
+        with open(partial, 'a', encoding='utf-8') as f:
+            for video_id, timestamp in todo:
+                frame = reader.read(video_id, timestamp)
+                height, width = frame.shape[:2]
+                boxes = np.asarray(detector(frame), np.float64).reshape(-1, 5)[:, :4]
+                boxes = np.clip(boxes / np.array([width, height, width, height]), 0, 1)
+                boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+                entity_ids = assign_faces(boxes, persons[(video_id, timestamp)])
+                faces = [box.tolist() + [e] for box, e in zip(boxes, entity_ids)]
+                done[(video_id, timestamp)] = faces
+                # One line per keyframe, flushed: an interruption loses at most the keyframe being written.
+                f.write(json.dumps(dict(video_id=video_id, timestamp=timestamp, faces=faces)) + '\n')
+                f.flush()
+                if bar is not None:
+                    bar.update()
+    finally:
+        reader.close()
+    if bar is not None:
+        print()
+
+    identities = {key: i for i, key in enumerate(sorted({(v, e) for (v, _), p in persons.items() for e in p}))}
+    records = []
+    for (video_id, timestamp), faces in done.items():
+        if (video_id, timestamp) not in persons:
+            continue
+        for *box, entity_id in faces:
+            identity = identities[(video_id, entity_id)] if identity_from_entity and entity_id >= 0 else -1
+            records.append(FaceRecord(video_id, timestamp, tuple(box), identity, entity_id))
+    records.sort(key=lambda r: (r.video_id, r.timestamp, r.bbox, r.entity_id))
+    temp = out_file + '.tmp'
+    dump_face_file(temp, records)
+    move_into_place(temp, out_file)
+    os.remove(partial)
+    return dict(keyframes=len(persons), resumed=resumed, faces=len(records),
+                assigned=sum(r.entity_id >= 0 for r in records))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Detect faces in the keyframes of an AVA annotation file and write the face annotation '
+        'file (video_id,timestamp,x1,y1,x2,y2,identity,entity_id). Resumable: rerun the same command after an '
+        'interruption.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('ann_file', help='AVA annotation CSV (video_id,timestamp,x1,y1,x2,y2,action,entity_id)')
+    parser.add_argument('out_file', help='face CSV to write; progress is kept in OUT_FILE.partial until done')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--frame-root', help='folder of extracted frames, <video_id>/img_XXXXX.jpg')
+    source.add_argument('--video-root', help=f'folder of videos <video_id>{{{",".join(VIDEO_EXTENSIONS)}}}; the '
+                        'keyframe of second t is read at t - timestamp_start seconds')
+    parser.add_argument('--detector', default='haar',
+                        help='face detector: haar, dlib (needs pip install -e .[attack]) or onnx:FILE')
+    parser.add_argument('--detector-options', nargs='+', action=DictAction, default={},
+                        help='keyword arguments of the detector, e.g. min_neighbors=3 for haar')
+    parser.add_argument('--fps', type=float, default=30, help='frame rate of the extracted frames')
+    parser.add_argument('--timestamp-start', type=int, default=900,
+                        help='the second shown by the first frame (AVA: 900)')
+    parser.add_argument('--filename-tmpl', default='img_{:05d}.jpg',
+                        help='frame file names, formatted with the 1-based frame index')
+    parser.add_argument('--identity-from-entity', action='store_true',
+                        help='number each (video_id, entity_id) as an identity, in sorted order (AVA entity '
+                        'ids are per video, so these identities are too); otherwise identities are -1')
+    parser.add_argument('--restart', action='store_true', help='discard the progress of an interrupted run')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        detector = build_face_detector(args.detector, **args.detector_options)
+        summary = detect_faces(args.ann_file, args.out_file, detector, args.frame_root, args.video_root,
+                               args.fps, args.timestamp_start, args.filename_tmpl, args.identity_from_entity,
+                               args.restart)
+    except (OSError, ValueError, ImportError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'interrupted; rerun the same command to resume from {args.out_file}.partial', file=sys.stderr)
+        return 130
+    print(f'wrote {args.out_file}: {summary["faces"]} faces ({summary["assigned"]} inside a person box) in '
+          f'{summary["keyframes"]} keyframes ({summary["resumed"]} resumed from an earlier run)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
