@@ -1,3 +1,2 @@
 # Add fixed Gaussian noise (sigma 40 grey levels) to faces; one pattern per face size, so it is not averaged away.
-custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
 anonymizer = dict(type='GaussianNoise', sigma=40., seed=0)

@@ -1,5 +1,4 @@
 # The learned face modifier of Ren et al. (ECCV 2018), starting as the identity; faces are resized to 64x64.
-custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
 anonymizer = dict(
     type='ResNetAnonymizer',
     in_channels=3,

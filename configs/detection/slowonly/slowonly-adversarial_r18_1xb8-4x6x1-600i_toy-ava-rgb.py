@@ -1,0 +1,30 @@
+# The paper's adversarial training on the toy benchmark: the stock detector sees faces modified by a learned
+# anonymizer M, which is trained to fool a face discriminator D while keeping actions detectable.
+_base_ = './slowonly_r18_1xb8-4x6x1-600i_toy-ava-rgb.py'
+
+model = dict(
+    data_preprocessor=dict(
+        anonymizer=dict(type='ResNetAnonymizer', base_channels=16, num_blocks=3, crop_size=(32, 32)),
+        discriminator=dict(
+            type='FaceDiscriminatorHead',
+            num_classes=24,
+            input_size=(32, 32),
+            base_channels=16,
+            num_stages=3,
+            embed_dims=64),
+        adversarial_loss='negative_ce',
+        ce_cap=6.0,
+        l1_weight=1.0))
+custom_hooks = [
+    dict(type='mmanon.RandomStateHook'),
+    dict(
+        type='mmanon.AdversarialTrainingHook',
+        discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-3)),
+        warmup_iters=100,
+        ramp_iters=100,
+        adversarial_weight=1.0)
+]
+# The detector and M share the detector's optimizer; D is trained by the hook with its own.
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'data_preprocessor.discriminator': dict(lr_mult=0., decay_mult=0.)}))
+# D takes no part in the detector's step.
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
