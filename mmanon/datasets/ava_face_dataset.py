@@ -272,6 +272,10 @@ class AVAFaceDataset(AVADataset):
                                                    dtype=np.float32).reshape(-1, 4)
                 entry['gt_face_identities'] = np.array([f.identity for f in keyframe_faces], dtype=np.int64)
             data_list.append(entry)
+        # The discriminator classifies the training identities; the adversarial hook checks its size.
+        known = [i for entry in data_list for i in entry['gt_identities'].tolist() if i >= 0] + \
+            [i for entry in data_list for i in entry.get('gt_face_identities', np.zeros(0)).tolist() if i >= 0]
+        self._metainfo['num_identities'] = max(known) + 1 if known else 0
         return data_list
 
     def _linked_identities(self, faces: List[FaceRecord]) -> Dict[Tuple[str, int], int]:

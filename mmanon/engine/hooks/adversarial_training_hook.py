@@ -118,6 +118,12 @@ class AdversarialTrainingHook(Hook):
         self._resume_state = None if state is None else dict(state, iter=checkpoint['meta'].get('iter'))
 
     def before_train(self, runner) -> None:
+        discriminator = self._model(runner).data_preprocessor.discriminator
+        num_identities = runner.train_loop.dataloader.dataset.metainfo.get('num_identities')
+        if num_identities is not None and num_identities > discriminator.num_classes:
+            raise ValueError(f'the training set has {num_identities} identities but the discriminator classifies '
+                             f'{discriminator.num_classes}; set model.data_preprocessor.discriminator.num_classes='
+                             f'{num_identities}')
         state, self._resume_state = self._resume_state, None
         if state is not None and state['iter'] == runner.iter:
             self.optim_wrapper.load_state_dict(state['discriminator_optim_wrapper'])
