@@ -1,0 +1,15 @@
+# The stock SlowFast AVA 2.2 detector trained on faces anonymized by a learned anonymizer that fights a face
+# discriminator (Ren et al., ECCV 2018). The detector itself is the stock FastRCNN.
+_base_ = [
+    'mmaction::detection/slowfast/slowfast_kinetics400-pretrained-r50_8xb6-8x8x1-cosine-10e_ava22-rgb.py',
+    '../../_base_/adversarial/ava_adversarial.py'
+]
+custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
+
+model = dict(data_preprocessor={{_base_.adversarial_preprocessor}})
+optim_wrapper = dict(paramwise_cfg={{_base_.adversarial_paramwise_cfg}})
+train_dataloader = dict(dataset=dict(type='mmanon.AVAFaceDataset'))
+val_dataloader = dict(dataset=dict(type='mmanon.AVAFaceDataset'))
+test_dataloader = val_dataloader
+val_evaluator = [{{_base_.val_evaluator}}, {{_base_.privacy_metric}}]
+test_evaluator = val_evaluator
