@@ -11,24 +11,28 @@ Example::
 
     python benchmarks/anonymize_video.py --threads 2
 """
-import argparse
 import os
-import os.path as osp
-import platform
-import sys
-import tempfile
-import time
-from typing import Iterator, List, Tuple
 
-import cv2
-import numpy as np
-import torch
-from mmengine.config import Config
+# As tools/anonymize_video.py does (see there why), so that the numbers are the tool's.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import mmanon
-from mmanon.apis import anonymize_video, build_face_detector
-from mmanon.apis.anonymize_video import CONFIG_DIR, METHODS
-from mmanon.registry import MODELS, build_in_scope
+import argparse  # noqa: E402
+import os.path as osp  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Iterator, List, Tuple  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+import mmanon  # noqa: E402
+from mmanon.apis import anonymize_video, build_face_detector  # noqa: E402
+from mmanon.apis.anonymize_video import CONFIG_DIR, METHODS  # noqa: E402
+from mmanon.registry import MODELS, build_in_scope  # noqa: E402
 
 TARGETS = dict(handcrafted=60.0, learned=30.0)
 SKIN_BGR = (150, 180, 220)
@@ -161,7 +165,8 @@ def machine_info() -> str:
             names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
         cpu = names[0] if names else cpu
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return (f'{cpu}; {cores} usable cores; {platform.system()} {platform.release()}; Python '
+    load = ', '.join(f'{v:.1f}' for v in os.getloadavg()) if hasattr(os, 'getloadavg') else 'unknown'
+    return (f'{cpu}; {cores} usable cores; load average {load}; {platform.system()} {platform.release()}; Python '
             f'{platform.python_version()}; torch {torch.__version__}; OpenCV {cv2.__version__}; '
             f'mmanon {mmanon.__version__}')
 
@@ -172,7 +177,7 @@ def main():
     torch.set_num_threads(args.threads)
     print(f'command: {" ".join([osp.basename(sys.executable)] + sys.argv)}')
     print(f'machine: {machine_info()}')
-    print(f'threads: {args.threads} (OpenCV and PyTorch)')
+    print(f'threads: {args.threads} (OpenCV and PyTorch); OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}')
     detector_options = dict(resize=args.haar_resize)
     with tempfile.TemporaryDirectory() as tmp:
         clip = osp.join(tmp, 'clip.mp4')
@@ -209,8 +214,8 @@ def main():
             rows.append((method, summary['processing_fps'], summary['faces_detected'] / summary['frames'],
                          summary['anonymized_frames'], target))
 
-    print(f'\ndetector alone: {detect_fps:.1f} fps ({found} detections, {recall:.0%} of the '
-          f'{len(boxes[0])} faces in the frames it ran on)')
+    print(f'\ndetector alone: {detect_fps:.1f} frames of the clip per second ({found} detections, {recall:.0%} '
+          f'of the {len(boxes[0])} faces in the frames it ran on)')
     print('\n| method | fps | detections / frame | anonymized frames | target fps | met |')
     print('|---|---:|---:|---:|---:|---|')
     for method, fps, per_frame, anonymized, target in rows:

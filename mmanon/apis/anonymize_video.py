@@ -2,9 +2,10 @@
 
 Each frame goes through detection (:mod:`.face_detection`), tracking (:mod:`.face_tracking`) and the same
 region geometry as training (:mod:`mmanon.models.utils.face_regions`): every tracked face box is enlarged by
-``margin``, cut out, anonymized, and blended back with a ``feather`` ramp. The anonymizers see RGB pixels,
-the order in which MMAction2's decoders hand frames to the data preprocessor, so a learned model and a
-``SolidMask`` colour mean here what they meant in training; frames are read and written as OpenCV's BGR.
+``margin``, cut out, anonymized, and blended back with a ``feather`` ramp. The anonymizers see RGB pixels:
+MMAction2's decoders (``RawFrameDecode`` and the video decoders) deliver RGB, and the data preprocessor
+anonymizes before its own ``to_rgb`` swap and normalisation, so a learned model and a ``SolidMask`` colour mean
+here what they meant in training whatever ``to_rgb`` says. Frames are read and written as OpenCV's BGR.
 
 The tool fails closed: a face the detector loses stays anonymized at its track for ``max_age`` frames, and an
 optional fallback covers it for ``fallback_frames`` more (``'head'``: its last region, enlarged further;
@@ -79,7 +80,10 @@ def load_learned_anonymizer(checkpoint: str, device: Union[str, torch.device] = 
         raise ValueError(f'{checkpoint} has no learned anonymizer weights (no "{ANONYMIZER_PREFIX}*" entries in '
                          'its state_dict)')
     anonymizer = build_in_scope(MODELS, preprocessor['anonymizer'])
-    anonymizer.load_state_dict(weights, strict=True)
+    try:
+        anonymizer.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f'the anonymizer weights of {checkpoint} do not fit its config: {e}') from e
     return anonymizer.to(device).eval(), preprocessor
 
 
@@ -200,7 +204,7 @@ class _FrameSink:
         self.ext = osp.splitext(path)[1].lower()
         self.is_video = self.ext in VIDEO_FOURCCS
         parent = osp.dirname(osp.abspath(path))
-        prefix = f'.{osp.basename(path)}.'
+        prefix = f'.{osp.basename(osp.abspath(path))}.'
         try:
             if self.is_video:
                 fd, self.temp = tempfile.mkstemp(prefix=prefix, suffix=f'.partial{self.ext}', dir=parent)
@@ -429,8 +433,9 @@ def anonymize_video(input_path: str,
         iou_threshold (float): Least IoU to continue a track with a detection. Defaults to 0.3.
         smoothing (float): Weight of a track's prediction in its box average, in [0, 1). Defaults to 0.5.
         extrapolate (bool): Whether tracks move on by their velocity. Defaults to True.
-        detect_every (int): Run the detector on every n-th frame only (tracks move on in between); faster,
-            but a face that appears is missed for up to ``n - 1`` frames. Defaults to 1.
+        detect_every (int): Run the detector on every n-th frame only (tracks move on in between, and
+            ``max_age`` counts the frames it ran on); faster, but a face that appears is missed for up to
+            ``n - 1`` frames. Defaults to 1.
         margin (float, optional): Enlargement of face boxes; None takes the checkpoint's, else 2.0.
             Defaults to None.
         feather (float, optional): Blending ramp; None takes the checkpoint's, else 0.2. Defaults to None.

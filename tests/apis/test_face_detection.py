@@ -47,6 +47,13 @@ def test_dlib_missing_names_the_extra():
         build_face_detector('dlib')
 
 
+def test_dlib_finds_a_synthetic_face():
+    pytest.importorskip('dlib', reason='the optional extra "attack" is not installed')
+    true_box = np.array([50, 20, 106, 90])
+    boxes = build_face_detector('dlib', upsample=1)(face_frame(true_box))
+    assert boxes.shape == (1, 5) and box_iou(boxes[:, :4], true_box[None])[0, 0] > 0.4
+
+
 @pytest.mark.parametrize('spec', ['hog', 'onnx:', 'ONNX:x.onnx'])
 def test_unknown_detector_spec(spec):
     with pytest.raises(ValueError, match='haar'):
