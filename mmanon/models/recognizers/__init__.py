@@ -1,0 +1,3 @@
+from .face_identity_classifier import FaceIdentityClassifier
+
+__all__ = ['FaceIdentityClassifier']
