@@ -1,0 +1,180 @@
+"""tools/analysis/train_attacker.py: the adaptive attacker learns identities from raw faces, not from masked
+ones, writes what the metric's checkpoint attacker loads, and is deterministic."""
+import math
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmaction.structures import ActionDataSample
+from torch.utils.data import Dataset
+
+from mmanon.datasets.toy_ava import annotation_paths, generate_toy_ava, spec_from_preset
+from mmanon.evaluation.attackers import build_attacker
+from mmanon.registry import DATASETS
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SMOKE = osp.join(REPO, 'configs', 'detection', 'slowonly', 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py')
+# The analysis tools import each other as scripts in one folder do.
+sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
+import train_attacker  # noqa: E402
+
+FAST = ['--num-workers', '0', '--device', 'cpu', '--epochs', '40', '--batch-size', '8', '--val-fraction', '0.5']
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tools' models are tiny here: synchronising threads costs more than they save, ten times more on a
+    busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_face_config(path, data_dir='data/ava_fixture', anonymizer='IdentityAnonymizer', **anonymizer_args):
+    """The smoke config made face-aware, as the analysis tools need it: AVAFaceDataset with the face files of
+    ``data_dir`` (a generated toy benchmark) and an AnonymizerDataPreprocessor with the given anonymizer."""
+    paths = annotation_paths(str(data_dir))
+    datasets = {
+        split: dict(type='mmanon.AVAFaceDataset', ann_file=paths[f'ann_file_{split}'],
+                    exclude_file=paths[f'exclude_file_{split}'], proposal_file=paths[f'proposal_file_{split}'],
+                    face_file=paths[f'face_file_{split}'], label_file=paths['label_file'],
+                    data_prefix=dict(img=paths['data_root']))
+        for split in ('train', 'val')
+    }
+    evaluator = dict(ann_file=paths['ann_file_val'], exclude_file=paths['exclude_file_val'],
+                     label_file=paths['label_file'])
+    preprocessor = dict(type='mmanon.AnonymizerDataPreprocessor', anonymizer=dict(type=anonymizer, **anonymizer_args),
+                        face_crop_size=(32, 32))
+    path.write_text(f'_base_ = {SMOKE!r}\n'
+                    f'model = dict(data_preprocessor={preprocessor!r})\n'
+                    f'train_dataloader = dict(dataset={datasets["train"]!r})\n'
+                    f'val_dataloader = dict(dataset={datasets["val"]!r})\n'
+                    'test_dataloader = val_dataloader\n'
+                    f'val_evaluator = {evaluator!r}\n'
+                    'test_evaluator = val_evaluator\n')
+    return str(path)
+
+
+def fewest_correct_beyond_chance(num: int, chance: float, alpha: float = 1e-3) -> int:
+    """The fewest correct answers out of ``num`` that random guessing, right with probability ``chance`` each
+    time, reaches with probability at most ``alpha`` (the binomial tail)."""
+    tail = 0.
+    for correct in range(num, -1, -1):
+        tail += math.comb(num, correct) * chance**correct * (1 - chance)**(num - correct)
+        if tail > alpha:
+            return correct + 1
+    return 0
+
+
+@pytest.fixture(scope='module')
+def faces_data(tmp_path_factory):
+    """The fixture preset with more train videos: its own 8 train faces of 3 identities would leave about four
+    held-out faces, which random guessing gets all right 1% of the time; 8 videos of 3 keyframes give ~40."""
+    out = tmp_path_factory.mktemp('attacker_data') / 'toy'
+    generate_toy_ava(str(out), spec_from_preset('fixture', num_train_videos=8, keyframes_per_video=3))
+    return out
+
+
+def run(tmp_path, config, *flags):
+    out = tmp_path / 'attacker.pth'
+    assert train_attacker.main([config, '--out', str(out), *FAST, *flags]) == 0
+    return torch.load(out, map_location='cpu', weights_only=True)
+
+
+def test_learns_identities_from_raw_faces(tmp_path, faces_data):
+    saved = run(tmp_path, write_face_config(tmp_path / 'raw.py', faces_data))
+    meta = saved['meta']
+    assert meta['identities'] == [0, 1, 2, 3] and meta['chance'] == 0.25
+    assert meta['anonymizer'] == 'IdentityAnonymizer' and meta['checkpoint'] is None
+    num = meta['held_out_faces']
+    assert num >= 15 and meta['train_faces'] >= num
+    # Beyond what guessing reaches once in a thousand runs; and better than always naming one identity.
+    correct = round(meta['held_out_accuracy'] * num)
+    assert correct >= fewest_correct_beyond_chance(num, meta['chance'])
+    assert meta['held_out_accuracy'] > meta['majority_rate']
+
+    # What the metric's checkpoint attacker loads: the same head, embedding crops of the toy's 32x32 faces.
+    assert saved['config']['num_classes'] == 4 and saved['config']['input_size'] == [32, 32]
+    attacker = build_attacker(dict(type='checkpoint', checkpoint=str(tmp_path / 'attacker.pth')))
+    assert attacker.name == 'attacker' and attacker.embed_dims == 64
+    for name, value in attacker.head.state_dict().items():
+        assert torch.equal(value, saved['state_dict'][name]), name
+    crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    assert attacker.embed(crops).shape == (3, 64)
+
+
+def test_stays_at_chance_on_solid_masked_faces(tmp_path, faces_data):
+    meta = run(tmp_path, write_face_config(tmp_path / 'mask.py', faces_data, 'SolidMask'))['meta']
+    assert meta['anonymizer'] == 'SolidMask'
+    # Every masked crop is the same black square, so the head can only name one identity for all of them; the
+    # best it can do is the most frequent held-out identity.
+    assert meta['held_out_accuracy'] <= meta['majority_rate'] + 1e-9
+    assert meta['held_out_accuracy'] < fewest_correct_beyond_chance(meta['held_out_faces'], 0.25) / \
+        meta['held_out_faces']
+
+
+def test_same_seed_same_attacker(tmp_path, faces_data):
+    config = write_face_config(tmp_path / 'raw.py', faces_data)
+    first = run(tmp_path, config, '--epochs', '3', '--seed', '3')
+    second = run(tmp_path, config, '--epochs', '3', '--seed', '3')
+    other = run(tmp_path, config, '--epochs', '3', '--seed', '4')
+    assert first['meta'] == second['meta']
+    for name, value in first['state_dict'].items():
+        assert torch.equal(value, second['state_dict'][name]), name
+    assert any(not torch.equal(value, other['state_dict'][name]) for name, value in first['state_dict'].items())
+
+
+@DATASETS.register_module(name='StandInFaceIdentityDataset', force=True)
+class StandInFaceIdentityDataset(Dataset):
+    """Items as mmanon.FaceIdentityDataset gives them: a uint8 (3, H, W) face crop and its gt_label. Identity i
+    is a plain square of its own colour, under fresh noise per face."""
+
+    def __init__(self, num_identities=4, faces_per_identity=10, size=16, pipeline=(), test_mode=False):
+        self.test_mode = test_mode
+        rng = np.random.default_rng(0)
+        colours = rng.integers(30, 226, (num_identities, 3))
+        self.items = []
+        for identity in range(num_identities):
+            for _ in range(faces_per_identity):
+                crop = colours[identity][:, None, None] + rng.normal(0, 12, (3, size, size))
+                self.items.append((torch.from_numpy(crop.clip(0, 255).astype(np.uint8)), identity))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        crop, identity = self.items[index]
+        return dict(inputs=crop, data_samples=ActionDataSample().set_gt_label(identity))
+
+
+@pytest.mark.parametrize('anonymizer', ['IdentityAnonymizer', 'SolidMask'])
+def test_face_identity_dataset_source(tmp_path, anonymizer):
+    faces = tmp_path / 'faces.py'
+    faces.write_text("default_scope = 'mmanon'\n"
+                     "train_dataloader = dict(batch_size=16, dataset=dict(type='StandInFaceIdentityDataset', "
+                     "pipeline=[]))\n"
+                     'val_dataloader = dict(dataset=dict(pipeline=[]))\n')
+    # No CHECKPOINT: the handcrafted anonymizers have no weights; the detector's data never gets read.
+    config = write_face_config(tmp_path / 'detector.py', anonymizer=anonymizer)
+    meta = run(tmp_path, config, '--face-dataset', str(faces))['meta']
+    assert meta['face_dataset'] == str(faces) and meta['identities'] == [0, 1, 2, 3]
+    assert meta['train_faces'] + meta['held_out_faces'] == 40
+    if anonymizer == 'IdentityAnonymizer':
+        assert meta['held_out_accuracy'] == 1.0
+    else:
+        assert meta['held_out_accuracy'] <= meta['majority_rate'] + 1e-9
+
+
+def test_clear_errors(tmp_path, capsys):
+    # The smoke config's stock preprocessor cuts out no faces.
+    assert train_attacker.main([SMOKE, '--out', str(tmp_path / 'a.pth')]) == 1
+    assert 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py' in capsys.readouterr().err
+    # A learned anonymizer without the checkpoint that trained it.
+    config = write_face_config(tmp_path / 'learned.py', anonymizer='ResNetAnonymizer', base_channels=4, num_blocks=1,
+                               crop_size=(16, 16))
+    assert train_attacker.main([config, '--out', str(tmp_path / 'a.pth')]) == 1
+    assert 'learned weights' in capsys.readouterr().err
+    assert not (tmp_path / 'a.pth').exists()

@@ -1,0 +1,494 @@
+"""Train an adaptive attacker: a face recogniser trained from scratch on anonymized faces of known identity.
+
+A recogniser that never saw the anonymizer is a weak attacker: a blurred or pixelated face merely looks unlike
+its training data. The adaptive attacker knows the anonymizer and learns from faces anonymized by it, labelled
+with their identities; under this threat model blur and pixelation fail (McPherson et al., "Defeating Image
+Obfuscation with Deep Learning", 2016), and it is the one the learned anonymizer of Ren et al. (ECCV 2018) must
+withstand. The attacker is a :class:`mmanon.models.heads.FaceDiscriminatorHead` trained with Adam on the
+anonymized training faces, with light augmentation (horizontal flip, brightness jitter); a held-out part of
+those faces picks the epoch that is kept and stops training early.
+
+Faces come from one of two sources:
+
+- the detector config's *train* dataset (an ``mmanon.AVAFaceDataset``), read in order with the config's *val*
+  pipeline (no random augmentation) in ``test_mode`` (nothing dropped). The model's data preprocessor, in
+  evaluation mode, anonymizes each clip and cuts the identity-labelled faces from its key frame: the crops the
+  privacy metric sees on the val set.
+- ``--face-dataset FILE``: a face-identity config (``configs/face_identity/``) whose ``train_dataloader.dataset``
+  is a face-identity dataset (``mmanon.FaceIdentityDataset``, built from the registry only when used; items are
+  dicts with ``inputs``, a uint8 (3, H, W) aligned face crop, and ``data_samples`` carrying ``gt_label``, the
+  identity), likewise read with its val pipeline in ``test_mode``. The anonymizer is applied to each whole
+  crop.
+
+Either way the anonymizer is the config's data preprocessor's, with the weights of CHECKPOINT (a checkpoint of
+``tools/train.py``); handcrafted anonymizers have no weights, so CHECKPOINT may be left out for them.
+
+The output is the attacker checkpoint that :class:`mmanon.evaluation.FacePrivacyMetric` loads with
+``dict(type='checkpoint', checkpoint=OUT)``: ``dict(config=<head arguments>, state_dict=<weights>)``, plus
+``meta`` (the identities in class order and the held-out result). Example::
+
+    python tools/analysis/train_attacker.py \\
+        configs/detection/slowonly/slowonly-pixelate_r18_1xb8-4x6x1-600i_toy-ava-rgb.py \\
+        work_dirs/privacy_utility/pixelate/iter_600.pth --out work_dirs/privacy_utility/pixelate/adaptive_attacker.pth
+
+The same ``--seed`` and inputs give the same attacker.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+import tempfile
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import DATASETS, MODELS, init_default_scope
+from mmengine.runner import load_checkpoint
+from mmengine.structures import InstanceData
+from mmengine.utils import ProgressBar
+from torch.utils.data import DataLoader
+
+import mmanon  # noqa: F401  (applies the compatibility fixes and registers mmanon's components)
+from mmanon.apis.anonymize_video import move_into_place
+from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor
+from mmanon.models.heads import FaceDiscriminatorHead
+from mmanon.models.utils import anonymize_crops
+
+# What the preprocessor attaches to each data sample in evaluation mode and what this tool keeps of it.
+FACE_FIELDS = ('identities', 'raw_crops', 'anonymized_crops')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train an adaptive attacker (a FaceDiscriminatorHead) from scratch to recognise the '
+        'identities of anonymized training faces, and save it in the format of the "checkpoint" attacker of '
+        'mmanon.FacePrivacyMetric.')
+    parser.add_argument('config', help='detector config whose model.data_preprocessor is an '
+                        'mmanon.AnonymizerDataPreprocessor; its train dataset is the face source unless '
+                        '--face-dataset is given')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint of tools/train.py holding the anonymizer\'s weights; may be left out for '
+                        'handcrafted anonymizers, which have none')
+    parser.add_argument('--out', help='attacker checkpoint to write (default: adaptive_attacker.pth beside '
+                        'CHECKPOINT, or in work_dirs/<config name>/ without one)')
+    parser.add_argument('--face-dataset', metavar='FILE',
+                        help='face-identity config whose train_dataloader.dataset (e.g. an '
+                        'mmanon.FaceIdentityDataset), read with its val pipeline, gives the faces instead of the '
+                        'detector\'s train set; the anonymizer is applied to each whole crop')
+    parser.add_argument('--epochs', type=int, default=30, help='most training epochs (default: %(default)s)')
+    parser.add_argument('--batch-size', type=int, default=32, help='faces per training step (default: %(default)s)')
+    parser.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (default: %(default)s)')
+    parser.add_argument('--weight-decay', type=float, default=1e-4, help='Adam weight decay (default: %(default)s)')
+    parser.add_argument('--val-fraction', type=float, default=0.2,
+                        help='fraction of each identity\'s faces held out to pick the best epoch and report '
+                        'the accuracy (an identity keeps at least one training face); 0 keeps the last epoch '
+                        '(default: %(default)s)')
+    parser.add_argument('--patience', type=int, default=10,
+                        help='stop after this many epochs without a better held-out result; 0 never stops early '
+                        '(default: %(default)s)')
+    parser.add_argument('--brightness', type=float, default=0.1,
+                        help='brightness jitter: each training face is scaled by a factor drawn from '
+                        '[1 - b, 1 + b]; 0 turns it off (default: %(default)s)')
+    parser.add_argument('--no-flip', action='store_true', help='do not flip training faces horizontally')
+    parser.add_argument('--embed-dims', type=int, default=64,
+                        help='size of the attacker\'s identity embedding (default: %(default)s)')
+    parser.add_argument('--base-channels', type=int, default=16,
+                        help='channels of the head\'s first stage (default: %(default)s)')
+    parser.add_argument('--num-stages', type=int, default=3,
+                        help='stages of the head, each halving the size (default: %(default)s)')
+    parser.add_argument('--num-blocks', type=int, default=1, help='residual units per stage (default: %(default)s)')
+    parser.add_argument('--classifier', choices=['softmax', 'arcface'], default='softmax',
+                        help='identity classifier of the head (default: %(default)s)')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='size the head resizes faces to (default: the crops\' size, rounded to a multiple '
+                        'of 2 ** num_stages)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the split, the initialisation, the order '
+                        'and the augmentation (default: %(default)s)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='device of the anonymizer and the attacker (default: cuda where available, else cpu)')
+    parser.add_argument('--num-workers', type=int,
+                        help='data loading processes (default: the config\'s train_dataloader.num_workers)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the detector config, key=value pairs such as '
+                        'model.data_preprocessor.face_crop_size="(64,64)"')
+    return parser.parse_args(argv)
+
+
+def load_detector(config: Config, checkpoint: Optional[str] = None, device: str = 'cpu') -> torch.nn.Module:
+    """Build the detector of a config, in evaluation mode, with the weights of a checkpoint.
+
+    Args:
+        config (Config): A detector config whose ``model.data_preprocessor`` is an
+            :class:`AnonymizerDataPreprocessor`.
+        checkpoint (str, optional): A checkpoint of ``tools/train.py``, loaded strictly (a checkpoint of another
+            config fails here, not with wrong faces later). Defaults to None, allowed only when the anonymizer
+            has no weights: the tools that use this read the faces, which then do not depend on the weights.
+        device (str): Where to put the model. Defaults to 'cpu'.
+
+    Returns:
+        nn.Module: The detector; its ``data_preprocessor`` anonymizes.
+    """
+    init_default_scope(config.get('default_scope', 'mmaction'))
+    model = MODELS.build(copy.deepcopy(config.model))
+    preprocessor = model.data_preprocessor
+    name = osp.basename(config.filename or '<config>')
+    if not isinstance(preprocessor, AnonymizerDataPreprocessor):
+        raise ValueError(f'{name}: model.data_preprocessor is a {type(preprocessor).__name__}, not an '
+                         'mmanon.AnonymizerDataPreprocessor, so it neither anonymizes nor cuts out faces')
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    elif any(True for _ in preprocessor.anonymizer.parameters()):
+        raise ValueError(f'{name}: the anonymizer {type(preprocessor.anonymizer).__name__} has learned weights; '
+                         'give the CHECKPOINT that trained it')
+    return model.to(device).eval()
+
+
+def face_loader(config: Config, split: str, num_workers: Optional[int] = None) -> DataLoader:
+    """A loader over the ``<split>_dataloader`` dataset of a config, read once, in order, with the val pipeline.
+
+    The val pipeline has no random augmentation and ``test_mode`` keeps every sample, so every pass yields the
+    same items; for ``split='train'`` they are the training items, seen as in evaluation. Detector configs
+    (AVA clips) and face-identity configs (face crops) follow the same layout.
+
+    Args:
+        config (Config): The config.
+        split (str): 'train', 'val' or 'test'.
+        num_workers (int, optional): Loading processes. Defaults to None, the config's.
+
+    Returns:
+        DataLoader: Batches as mmengine's ``pseudo_collate`` makes them, of the config's batch size.
+    """
+    name = osp.basename(config.filename or '<config>')
+    loader_cfg = config.get(f'{split}_dataloader') or {}
+    dataset_cfg = copy.deepcopy(loader_cfg.get('dataset'))
+    val_dataset = (config.get('val_dataloader') or {}).get('dataset') or {}
+    if dataset_cfg is None or 'pipeline' not in dataset_cfg or 'pipeline' not in val_dataset:
+        raise ValueError(f'{name}: {split}_dataloader.dataset and val_dataloader.dataset must be datasets with a '
+                         '"pipeline" (dataset wrappers are not supported)')
+    dataset_cfg['pipeline'] = copy.deepcopy(val_dataset['pipeline'])
+    dataset_cfg['test_mode'] = True
+    init_default_scope(config.get('default_scope', 'mmaction'))
+    try:
+        dataset = DATASETS.build(dataset_cfg)
+    except KeyError as e:
+        raise ValueError(f'{name}: cannot build {split}_dataloader.dataset of type {dataset_cfg.get("type")!r}: '
+                         f'{e}') from e
+    return DataLoader(
+        dataset,
+        batch_size=loader_cfg.get('batch_size', 1),
+        shuffle=False,
+        num_workers=loader_cfg.get('num_workers', 0) if num_workers is None else num_workers,
+        collate_fn=pseudo_collate)
+
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.round().clamp(0, 255).to(torch.uint8)
+
+
+def clip_faces(preprocessor: AnonymizerDataPreprocessor) -> Callable[[dict], InstanceData]:
+    """The faces of a batch of clips, as the preprocessor attaches them in evaluation mode.
+
+    Args:
+        preprocessor (AnonymizerDataPreprocessor): The detector's data preprocessor.
+
+    Returns:
+        callable: ``batch -> InstanceData`` with at least ``identities``, ``raw_crops`` and
+        ``anonymized_crops`` (uint8), every face of the batch in order.
+    """
+
+    def faces_of_batch(batch: dict) -> InstanceData:
+        samples = preprocessor(batch, training=False)['data_samples']
+        return InstanceData.cat([sample.faces for sample in samples])
+
+    return faces_of_batch
+
+
+def _identity_label(sample) -> int:
+    """The identity in a face-identity dataset's data sample (``gt_label``, one value)."""
+    label = sample.get('gt_label') if hasattr(sample, 'get') else None
+    if label is None:
+        raise ValueError(f'a face-identity data sample has no gt_label: {sample!r}')
+    label = torch.as_tensor(label).reshape(-1)
+    if label.numel() != 1:
+        raise ValueError(f'a face-identity data sample must have one gt_label, got {label.tolist()}')
+    return int(label[0])
+
+
+def crop_faces(anonymizer: torch.nn.Module, device: str) -> Callable[[dict], InstanceData]:
+    """The faces of a batch of a face-identity dataset, each whole crop anonymized.
+
+    Args:
+        anonymizer (nn.Module): The anonymizer of the detector's data preprocessor.
+        device (str): Where it runs.
+
+    Returns:
+        callable: ``batch -> InstanceData`` with ``identities``, ``raw_crops`` and ``anonymized_crops`` (uint8).
+    """
+
+    def faces_of_batch(batch: dict) -> InstanceData:
+        shapes = sorted({tuple(crop.shape) for crop in batch['inputs']})
+        if len(shapes) != 1 or len(shapes[0]) != 3:
+            raise ValueError(f'face-identity crops must be (C, H, W) tensors of one size, got shapes {shapes}')
+        raw = torch.stack(batch['inputs']).to(device)
+        if raw.dtype != torch.uint8:
+            raise ValueError(f'face-identity crops must be uint8 pixel values, got {raw.dtype}')
+        # The crop is one "track" of len(raw) faces: anonymize_crops resizes them in one batch where needed.
+        anonymized = anonymize_crops(anonymizer, [raw.float()])[0]
+        identities = torch.tensor([_identity_label(sample) for sample in batch['data_samples']])
+        return InstanceData(identities=identities, raw_crops=raw, anonymized_crops=_to_uint8(anonymized))
+
+    return faces_of_batch
+
+
+@torch.no_grad()
+def collect_faces(loader: DataLoader,
+                  faces_of_batch: Callable[[dict], InstanceData],
+                  max_faces: Optional[int] = None,
+                  progress: bool = True) -> InstanceData:
+    """The faces of known identity of a loader's batches, in order, on the CPU.
+
+    Args:
+        loader (DataLoader): See :func:`face_loader`.
+        faces_of_batch (callable): See :func:`clip_faces` and :func:`crop_faces`.
+        max_faces (int, optional): Stop once this many are found. Defaults to None (all).
+        progress (bool): Show a progress bar over the batches. Defaults to True.
+
+    Returns:
+        InstanceData: ``identities`` (N,) long, ``raw_crops`` and ``anonymized_crops`` (N, C, h, w) uint8.
+    """
+    parts, found = [], 0
+    bar = ProgressBar(len(loader)) if progress else None
+    for batch in loader:
+        faces = faces_of_batch(batch)
+        faces = faces[faces.identities >= 0]
+        parts.append(InstanceData(**{key: faces.get(key).cpu() for key in FACE_FIELDS}))
+        found += len(faces)
+        if bar is not None:
+            bar.update()
+        if max_faces is not None and found >= max_faces:
+            break
+    if bar is not None:
+        print()
+    if not parts:
+        raise ValueError('the dataset is empty')
+    faces = InstanceData.cat(parts)
+    return faces if max_faces is None else faces[:max_faces]
+
+
+def split_held_out(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Split face indices into training and held-out ones, identity by identity.
+
+    ``fraction`` of each identity's faces, rounded down, are held out, so every identity keeps at least one
+    training face (one with a single face is not held out at all): the held-out faces measure recognition of
+    known identities.
+
+    Args:
+        labels (np.ndarray): (N,) class of each face.
+        fraction (float): In [0, 1).
+        rng (np.random.Generator): Picks the held-out faces.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: Sorted training and held-out indices.
+    """
+    held_out = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held_out.append(members[:int(fraction * len(members))])
+    held_out = np.sort(np.concatenate(held_out))
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+def augment(crops: torch.Tensor, flip: bool, brightness: float, generator: torch.Generator) -> torch.Tensor:
+    """Randomly flipped and brightened float copies of uint8 crops (what an attacker can afford to vary: the
+    identity survives both)."""
+    crops = crops.float()
+    num = len(crops)
+    if flip:
+        flipped = (torch.rand(num, generator=generator) < 0.5).to(crops.device).view(-1, 1, 1, 1)
+        crops = torch.where(flipped, crops.flip(-1), crops)
+    if brightness > 0:
+        factor = 1 + (2 * torch.rand(num, generator=generator) - 1) * brightness
+        crops = (crops * factor.to(crops.device).view(-1, 1, 1, 1)).clamp(0, 255)
+    return crops
+
+
+@torch.no_grad()
+def evaluate(head: FaceDiscriminatorHead, crops: torch.Tensor, labels: torch.Tensor,
+             batch_size: int) -> Tuple[float, float]:
+    """Mean identity loss and top-1 accuracy of the head over crops (uint8) and their classes."""
+    loss = correct = 0.
+    for start in range(0, len(crops), batch_size):
+        batch_labels = labels[start:start + batch_size]
+        result = head.loss(crops[start:start + batch_size].float(), batch_labels)
+        loss += result['loss_identity'].item() * len(batch_labels)
+        correct += result['acc_identity'].item() * len(batch_labels)
+    return loss / len(crops), correct / len(crops)
+
+
+def train_head(crops: torch.Tensor, labels: torch.Tensor, head_cfg: dict, args) -> Tuple[FaceDiscriminatorHead,
+                                                                                           dict]:
+    """Train the attacker head on anonymized crops; see the module docstring.
+
+    Args:
+        crops (Tensor): (N, C, h, w) uint8 anonymized faces, on the training device.
+        labels (Tensor): (N,) classes in [0, ``head_cfg['num_classes']``).
+        head_cfg (dict): Arguments of :class:`FaceDiscriminatorHead`.
+        args (argparse.Namespace): The training flags of :func:`parse_args`.
+
+    Returns:
+        tuple[FaceDiscriminatorHead, dict]: The head with the weights of the kept epoch, and a summary:
+        ``train_faces``, ``held_out_faces``, ``best_epoch``, ``held_out_accuracy`` and ``majority_rate`` (the
+        accuracy of always naming the most frequent held-out identity; both None without held-out faces).
+    """
+    train_inds, held_inds = split_held_out(labels.cpu().numpy(), args.val_fraction, np.random.default_rng(args.seed))
+    train_inds, held_inds = torch.from_numpy(train_inds), torch.from_numpy(held_inds)
+    held_crops, held_labels = crops[held_inds], labels[held_inds]
+    torch.manual_seed(args.seed)
+    head = FaceDiscriminatorHead(**head_cfg).to(crops.device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    generator = torch.Generator().manual_seed(args.seed)
+
+    best, best_key, best_state, stale = None, None, None, 0
+    for epoch in range(1, args.epochs + 1):
+        head.train()
+        order = train_inds[torch.randperm(len(train_inds), generator=generator)]
+        loss_sum = correct = 0.
+        for start in range(0, len(order), args.batch_size):
+            inds = order[start:start + args.batch_size]
+            result = head.loss(augment(crops[inds], not args.no_flip, args.brightness, generator), labels[inds])
+            optimizer.zero_grad()
+            result['loss_identity'].backward()
+            optimizer.step()
+            loss_sum += result['loss_identity'].item() * len(inds)
+            correct += result['acc_identity'].item() * len(inds)
+        line = f'epoch {epoch}/{args.epochs}: train loss {loss_sum / len(order):.4f}, acc {correct / len(order):.3f}'
+        head.eval()
+        if len(held_inds):
+            held_loss, held_acc = evaluate(head, held_crops, held_labels, args.batch_size)
+            line += f'; held-out loss {held_loss:.4f}, acc {held_acc:.3f}'
+            key = (held_acc, -held_loss)
+        else:
+            held_acc, key = None, (epoch, )
+        if best_key is None or key > best_key:
+            best, best_key, stale = dict(epoch=epoch, accuracy=held_acc), key, 0
+            best_state = {name: value.detach().clone() for name, value in head.state_dict().items()}
+        else:
+            stale += 1
+        print(f'{line} (best epoch {best["epoch"]})', flush=True)
+        if args.patience and stale >= args.patience:
+            print(f'no better held-out result for {args.patience} epochs; stopping', flush=True)
+            break
+    head.load_state_dict(best_state)
+    majority = None
+    if len(held_inds):
+        majority = float(torch.bincount(held_labels).max()) / len(held_inds)
+    return head.eval(), dict(train_faces=len(train_inds), held_out_faces=len(held_inds), best_epoch=best['epoch'],
+                             held_out_accuracy=best['accuracy'], majority_rate=majority)
+
+
+def save_attacker(path: str, head: FaceDiscriminatorHead, head_cfg: dict, meta: dict) -> None:
+    """Write the attacker checkpoint atomically: a crash never leaves a file that looks complete."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=folder, suffix='.pth')
+    os.close(fd)
+    try:
+        state = {name: value.cpu() for name, value in head.state_dict().items()}
+        torch.save(dict(config=head_cfg, state_dict=state, meta=meta), temp)
+        move_into_place(temp, path)
+    except BaseException:
+        os.remove(temp)
+        raise
+
+
+def default_input_size(crop_size, num_stages: int) -> Tuple[int, int]:
+    """The crops' (h, w), each rounded to the nearest positive multiple of ``2 ** num_stages``."""
+    stride = 2**num_stages
+    return tuple(max(stride, int(round(size / stride)) * stride) for size in crop_size)
+
+
+def train_attacker(args) -> dict:
+    """Collect the anonymized faces, train the attacker and save it; see the module docstring.
+
+    Args:
+        args (argparse.Namespace): The flags of :func:`parse_args`.
+
+    Returns:
+        dict: The ``meta`` saved with the attacker, and ``out``, the path written.
+    """
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f'--val-fraction must be in [0, 1), got {args.val_fraction}')
+    if min(args.epochs, args.batch_size) < 1 or args.patience < 0 or args.brightness < 0:
+        raise ValueError('--epochs and --batch-size must be positive, --patience and --brightness non-negative')
+    config = Config.fromfile(args.config)
+    if args.cfg_options:
+        config.merge_from_dict(args.cfg_options)
+    out = args.out
+    if out is None:
+        folder = osp.dirname(args.checkpoint) if args.checkpoint else osp.join(
+            'work_dirs', osp.splitext(osp.basename(args.config))[0])
+        out = osp.join(folder, 'adaptive_attacker.pth')
+    preprocessor = load_detector(config, args.checkpoint, args.device).data_preprocessor
+
+    if args.face_dataset:
+        source = args.face_dataset
+        loader = face_loader(Config.fromfile(args.face_dataset), 'train', args.num_workers)
+        faces_of_batch = crop_faces(preprocessor.anonymizer, args.device)
+    else:
+        source = f'train_dataloader.dataset of {args.config}'
+        loader = face_loader(config, 'train', args.num_workers)
+        faces_of_batch = clip_faces(preprocessor)
+    print(f'collecting the anonymized faces of {source}', flush=True)
+    faces = collect_faces(loader, faces_of_batch)
+    identities, labels = np.unique(faces.identities.numpy(), return_inverse=True)
+    if len(identities) < 2:
+        raise ValueError(f'{source} has {len(faces)} faces of known identity from {len(identities)} identities; '
+                         'an attacker needs at least two (is it an mmanon.AVAFaceDataset with a face_file, or '
+                         'identity_source="entity"?)')
+    print(f'{len(faces)} faces of {len(identities)} identities', flush=True)
+
+    crop_size = faces.anonymized_crops.shape[-2:]
+    head_cfg = dict(
+        num_classes=len(identities),
+        embed_dims=args.embed_dims,
+        input_size=list(args.input_size or default_input_size(crop_size, args.num_stages)),
+        in_channels=int(faces.anonymized_crops.shape[1]),
+        base_channels=args.base_channels,
+        num_stages=args.num_stages,
+        num_blocks=args.num_blocks,
+        classifier=args.classifier)
+    crops = faces.anonymized_crops.to(args.device)
+    head, summary = train_head(crops, torch.from_numpy(labels).to(args.device), head_cfg, args)
+    meta = dict(
+        summary,
+        identities=identities.tolist(),
+        chance=1 / len(identities),
+        anonymizer=type(preprocessor.anonymizer).__name__,
+        config=args.config,
+        checkpoint=args.checkpoint,
+        face_dataset=args.face_dataset,
+        seed=args.seed)
+    save_attacker(out, head, head_cfg, meta)
+    return dict(meta, out=out)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        result = train_attacker(args)
+    except (OSError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    accuracy = result['held_out_accuracy']
+    held_out = 'no held-out faces' if accuracy is None else (
+        f'held-out top-1 {accuracy:.3f} on {result["held_out_faces"]} faces (chance {result["chance"]:.3f}, '
+        f'always naming the most frequent identity {result["majority_rate"]:.3f})')
+    print(f'wrote {result["out"]}: epoch {result["best_epoch"]}, {held_out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
