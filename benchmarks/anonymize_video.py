@@ -2,14 +2,20 @@
 
 Generates a clip of moving synthetic faces that OpenCV's Haar cascade detects (skin-toned textured ovals with
 eyes, brows, nose and mouth), runs :func:`mmanon.apis.anonymize_video` on it once per method, and prints a
-table with the command line and the machine. Decoding and encoding (mp4v) are part of the measured time;
-the detector alone is measured too, to show where the time goes. ``learned`` uses the architecture of
-``configs/_base_/anonymizers/learned.py`` with random weights unless ``--checkpoint`` is given: its speed does
-not depend on the weights.
+table with the command line and the machine. The fps of a method covers the whole loop over the frames
+(decoding, detection, tracking, anonymization, mp4v encoding) and the check of the written file, not the
+loading of the models; the detector alone is measured too, to show where the time goes. ``learned`` uses the
+architecture of ``configs/_base_/anonymizers/learned.py`` with freshly initialised weights unless
+``--checkpoint`` is given: its speed does not depend on the weights.
 
-Example::
+Examples (the first detects at full resolution in every frame, as the tool does by default; the second uses
+the speed settings ``--detector-options resize=0.5 --detect-every 3`` of the tool)::
 
     python benchmarks/anonymize_video.py --threads 2
+    python benchmarks/anonymize_video.py --threads 2 --haar-resize 0.5 --detect-every 3
+
+The numbers are wall-clock: on a machine shared with other work they are lower than on idle cores, which is
+why the load average is printed with them.
 """
 import os
 
@@ -112,6 +118,15 @@ def write_synthetic_clip(path: str, num_frames: int, width: int, height: int, nu
                          fps: float = 30., seed: int = 0) -> List[np.ndarray]:
     """Write the frames of :func:`synthetic_frames` to a ``.mp4`` (mp4v) or ``.avi`` (MJPG) video.
 
+    Args:
+        path (str): The video file.
+        num_frames (int): Frames to write.
+        width (int): Frame width.
+        height (int): Frame height.
+        num_faces (int): Faces in every frame. Defaults to 2.
+        fps (float): Frame rate. Defaults to 30.
+        seed (int): Seed of :func:`synthetic_frames`. Defaults to 0.
+
     Returns:
         list[np.ndarray]: Per frame, the true face boxes.
     """
@@ -139,7 +154,7 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=2,
                         help='CPU threads for OpenCV and PyTorch (default: 2, the target machine\'s cores)')
     parser.add_argument('--checkpoint', help='a trained checkpoint for "learned" (default: the learned base '
-                        'config\'s architecture with random weights)')
+                        'config\'s architecture with freshly initialised weights)')
     parser.add_argument('--detect-every', type=int, default=1,
                         help='run the detector on every n-th frame only (default: 1)')
     parser.add_argument('--haar-resize', type=float, default=1.0,
@@ -148,8 +163,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def random_learned_checkpoint(path: str) -> None:
-    """Save a checkpoint holding the learned base config's anonymizer with randomly initialised weights."""
+def initial_learned_checkpoint(path: str) -> None:
+    """Save a checkpoint holding the learned base config's anonymizer with freshly initialised weights."""
     cfg_path = osp.join(CONFIG_DIR, 'learned.py')
     anonymizer_cfg = Config.fromfile(cfg_path)['anonymizer']
     anonymizer = build_in_scope(MODELS, anonymizer_cfg)
@@ -159,6 +174,7 @@ def random_learned_checkpoint(path: str) -> None:
 
 
 def machine_info() -> str:
+    """CPU, usable cores, load and versions, for the table's header."""
     cpu = platform.processor() or 'unknown CPU'
     if osp.exists('/proc/cpuinfo'):
         with open('/proc/cpuinfo', encoding='utf-8') as f:
@@ -201,8 +217,8 @@ def main():
 
         checkpoint = args.checkpoint
         if 'learned' in args.methods and checkpoint is None:
-            checkpoint = osp.join(tmp, 'learned_random.pth')
-            random_learned_checkpoint(checkpoint)
+            checkpoint = osp.join(tmp, 'learned_initial.pth')
+            initial_learned_checkpoint(checkpoint)
         rows = []
         for method in args.methods:
             summary = anonymize_video(

@@ -140,7 +140,10 @@ class OnnxFaceDetector:
                  input_size: Optional[Sequence[int]] = None,
                  score_threshold: float = 0.5,
                  providers: Optional[Sequence[str]] = None) -> None:
-        import onnxruntime
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError('ONNX face detectors need onnxruntime: pip install onnxruntime') from None
         if not osp.isfile(path):
             raise FileNotFoundError(f'ONNX face detector {path} does not exist')
         try:

@@ -71,8 +71,10 @@ def export_onnx(checkpoint: str, output: str, crop_size=None, opset: int = 17, c
         float: The largest absolute difference between onnxruntime and PyTorch, as a fraction of the pixel
         range [0, 255].
     """
-    import onnxruntime
-
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError('the check after the export needs onnxruntime: pip install onnx onnxruntime') from None
     anonymizer, _ = load_learned_anonymizer(checkpoint)
     size = tuple(crop_size) if crop_size is not None else anonymizer.crop_size
     if size is None:
@@ -127,7 +129,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         diff = export_onnx(args.checkpoint, args.output, args.crop_size, args.opset, args.check_batch)
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError, ImportError, pickle.UnpicklingError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(f'wrote {args.output}; onnxruntime vs PyTorch on {args.check_batch} random crops: max abs difference '
