@@ -87,7 +87,7 @@ def identity_name(identity: int) -> str:
     return f'face_{identity:02d}'
 
 
-def image_path(name: str, number: int) -> str:
+def lfw_image_path(name: str, number: int) -> str:
     """LFW's relative path of the ``number``-th image (from 1) of identity ``name``."""
     return f'{name}/{name}_{number:04d}.jpg'
 
@@ -191,7 +191,7 @@ def generate_toy_faces(out_dir: str, spec: ToyFacesSpec = ToyFacesSpec()) -> Dic
         os.makedirs(osp.join(paths['images'], name), exist_ok=True)
         for number in range(1, spec.images_per_identity + 1):
             image, landmarks = render_face(identity, np.random.default_rng([spec.seed, identity, number]), spec)
-            path = image_path(name, number)
+            path = lfw_image_path(name, number)
             cv2.imwrite(osp.join(paths['images'], path), image, [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
             rows['train_list' if number <= num_train else 'val_list'].append(f'{path} {name}')
             rows['landmarks'].append(f'{path} ' + ' '.join(f'{v:.2f}' for v in landmarks.ravel()))

@@ -12,7 +12,7 @@ import torch
 from mmengine.logging import MMLogger
 
 from mmanon.datasets import FaceImageError, FaceIdentityDataset
-from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces, image_path
+from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces, lfw_image_path
 from mmanon.datasets.transforms import BrightnessContrastJitter, FaceAlign, scaled_template
 from mmanon.registry import DATASETS, TRANSFORMS, build_in_scope
 
@@ -77,21 +77,21 @@ def test_list_layout_with_names_and_with_integer_identities(faces, tmp_path):
     assert [dataset.get_data_info(i)['gt_label'] for i in range(len(dataset))] == list(range(SPEC.num_identities))
 
     # Integer identities sort numerically (10 after 7), so a list of labels 0..N-1 keeps them.
-    rows = [f'{image_path("face_00", 1)} 10', f'{image_path("face_01", 1)} 7', f'{image_path("face_02", 1)} 2',
-            f'{image_path("face_03", 1)} 7']
-    write(tmp_path / 'list.txt', rows)
+    images = [lfw_image_path(f'face_{i:02d}', 1) for i in range(4)]
+    write(tmp_path / 'list.txt', [f'{path} {identity}' for path, identity in zip(images, (10, 7, 2, 7))])
     dataset = build(faces, ann_file=str(tmp_path / 'list.txt'))
     assert dataset.metainfo['classes'] == ('2', '7', '10')
     assert [dataset.get_data_info(i)['gt_label'] for i in range(4)] == [2, 1, 0, 1]
 
 
 def test_given_classes_fix_the_labels(faces, tmp_path, logged_warnings):
-    write(tmp_path / 'list.txt', [f'{image_path("face_03", 1)} face_03', f'{image_path("face_01", 2)} face_01'])
+    first, second = lfw_image_path('face_03', 1), lfw_image_path('face_01', 2)
+    write(tmp_path / 'list.txt', [f'{first} face_03', f'{second} face_01'])
     dataset = build(faces, ann_file=str(tmp_path / 'list.txt'), metainfo=dict(classes=faces['identities']))
     assert dataset.metainfo['num_identities'] == SPEC.num_identities
     assert [dataset.get_data_info(i)['gt_label'] for i in range(2)] == [3, 1]
 
-    write(tmp_path / 'list.txt', [f'{image_path("face_03", 1)} face_03', f'{image_path("face_01", 2)} stranger'])
+    write(tmp_path / 'list.txt', [f'{first} face_03', f'{second} stranger'])
     with pytest.raises(ValueError, match=r"list.txt, row 2: identity 'stranger' is not in"):
         build(faces, ann_file=str(tmp_path / 'list.txt'), metainfo=dict(classes=faces['identities']))
     dataset = build(faces, ann_file=str(tmp_path / 'list.txt'), metainfo=dict(classes=faces['identities']),
@@ -177,7 +177,7 @@ def test_empty_identity_folder(copied, logged_warnings):
 
 
 def test_unreadable_image(copied, logged_warnings):
-    broken = osp.join(copied['images'], image_path('face_02', 2))
+    broken = osp.join(copied['images'], lfw_image_path('face_02', 2))
     write(broken, ['not a jpeg'])
     # Found lazily, in the pipeline, naming the file.
     dataset = build(copied)
@@ -200,14 +200,15 @@ def test_unreadable_image(copied, logged_warnings):
 
 
 def test_missing_listed_image(copied):
-    write(copied['val_list'], [f'{image_path("face_00", 3)} face_00', 'face_00/face_00_0042.jpg face_00'])
+    write(copied['val_list'], [f'{lfw_image_path("face_00", 3)} face_00', 'face_00/face_00_0042.jpg face_00'])
     with pytest.raises(FaceImageError, match=r'val_list.txt, row 2: the face image .*face_00_0042.jpg does not'):
         build(copied, ann_file=copied['val_list'])
     assert len(build(copied, ann_file=copied['val_list'], check_images='none')) == 2
 
 
 def test_list_row_with_wrong_number_of_fields(copied, logged_warnings):
-    write(copied['val_list'], [f'{image_path("face_00", 3)} face_00', f'{image_path("face_01", 3)} face 01', ''])
+    rows = [f'{lfw_image_path("face_00", 3)} face_00', f'{lfw_image_path("face_01", 3)} face 01', '']
+    write(copied['val_list'], rows)
     with pytest.raises(ValueError, match=r'val_list.txt, row 2: expected 2 fields \(path identity\), got 3'):
         build(copied, ann_file=copied['val_list'])
     assert len(build(copied, ann_file=copied['val_list'], on_bad_data='skip')) == 1
