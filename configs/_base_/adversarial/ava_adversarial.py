@@ -20,15 +20,10 @@ adversarial_paramwise_cfg = dict(
         'data_preprocessor.anonymizer': dict(lr_mult=0.1),
         'data_preprocessor.discriminator': dict(lr_mult=0., decay_mult=0.)
     })
-custom_hooks = [
-    dict(type='mmanon.RandomStateHook'),
-    dict(
-        type='mmanon.AdversarialTrainingHook',
-        discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4)),
-        warmup_iters=1000,
-        ramp_iters=4000,
-        adversarial_weight=1.0)
-]
-# D takes no part in the detector's training step.
-model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
+adversarial_hook = dict(
+    type='mmanon.AdversarialTrainingHook',
+    discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4)),
+    warmup_iters=1000,
+    ramp_iters=4000,
+    adversarial_weight=1.0)
 privacy_metric = dict(type='mmanon.FacePrivacyMetric', attackers=[dict(type='discriminator')])

@@ -26,5 +26,3 @@ custom_hooks = [
 ]
 # The detector and M share the detector's optimizer; D is trained by the hook with its own.
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'data_preprocessor.discriminator': dict(lr_mult=0., decay_mult=0.)}))
-# D takes no part in the detector's step.
-model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)

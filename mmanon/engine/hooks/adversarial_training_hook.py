@@ -29,14 +29,14 @@ class AdversarialTrainingHook(Hook):
 
     The schedule: for ``warmup_iters`` iterations only D learns identities (M's adversarial weight is 0);
     then the weight ramps linearly to ``adversarial_weight`` over ``ramp_iters``; the detector's parameters
-    can be frozen for the first ``freeze_detector_iters`` iterations, so that a pretrained detector guides M
-    before it adapts. All of it is a function of the iteration, so a resumed run continues where it stopped;
+    can be frozen (learning rate 0) for the first ``freeze_detector_iters`` iterations, so that a pretrained
+    detector guides M before it adapts. All of it is a function of the iteration, so a resumed run continues where it stopped;
     D's optimizer state is saved with every checkpoint and restored on resume.
 
     Under distributed training, D's gradients are summed over the ranks and divided by the total number of
     faces, so every rank applies the same update whether or not its own batch had faces (a rank without
-    faces takes part in the reduction with zero gradients and cannot hang the others). The detector's model
-    wrapper needs ``find_unused_parameters=True``, since D takes no part in the detector's step.
+    faces takes part in the reduction with zero gradients and cannot hang the others). The stock DDP wrapper
+    serves the detector's step as it is: the preprocessor ties M and D into that step's backward pass.
 
     D's identity accuracy on raw and on anonymized faces, its loss, M's current adversarial weight and M's
     own losses are logged through MMEngine's message hub (``train/adv_*``).
@@ -78,6 +78,7 @@ class AdversarialTrainingHook(Hook):
         self.freeze_detector_iters = freeze_detector_iters
         self.optim_wrapper = None
         self._resume_state: Optional[dict] = None
+        self._frozen_lrs = []
 
     @staticmethod
     def _model(runner):
@@ -97,10 +98,6 @@ class AdversarialTrainingHook(Hook):
             raise TypeError('AdversarialTrainingHook needs model.data_preprocessor to be an '
                             'mmanon.AnonymizerDataPreprocessor with a discriminator, got '
                             f'{type(preprocessor).__name__}')
-        if is_model_wrapper(runner.model) and not getattr(runner.model, 'find_unused_parameters', True):
-            raise ValueError('AdversarialTrainingHook trains the discriminator outside the detector\'s step, so '
-                             'the DDP wrapper needs model_wrapper_cfg=dict(type=\'MMDistributedDataParallel\', '
-                             'find_unused_parameters=True)')
         # Built here, before a resumed checkpoint is loaded into it.
         self.build_optim_wrapper(preprocessor.discriminator)
 
@@ -134,12 +131,32 @@ class AdversarialTrainingHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         model = self._model(runner)
         model.data_preprocessor.adversarial_weight = self.weight_at(runner.iter)
-        trainable = runner.iter >= self.freeze_detector_iters
-        for name, child in model.named_children():
-            if name != 'data_preprocessor':
-                child.requires_grad_(trainable)
+        if runner.iter < self.freeze_detector_iters:
+            self._freeze_detector(runner, model)
+
+    def _freeze_detector(self, runner, model) -> None:
+        """Set the learning rate of the detector's parameter groups to 0 for this iteration.
+
+        Not ``requires_grad``: DistributedDataParallel forbids changing it once it has wrapped the model. The
+        parameters do not move (with SGD, Adam and AdamW alike); their momentum statistics still accumulate.
+        """
+        detector = {id(p) for name, child in model.named_children() if name != 'data_preprocessor'
+                    for p in child.parameters()}
+        self._frozen_lrs = []
+        for group in runner.optim_wrapper.param_groups:
+            in_detector = [id(p) in detector for p in group['params']]
+            if all(in_detector):
+                self._frozen_lrs.append((group, group['lr']))
+                group['lr'] = 0.
+            elif any(in_detector):
+                raise ValueError('freeze_detector_iters needs the detector\'s parameters in parameter groups '
+                                 'of their own; give the optimizer a paramwise_cfg (the adversarial configs do)')
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        # Restored before ParamSchedulerHook (priority LOW) steps the schedule from these values.
+        for group, lr in self._frozen_lrs:
+            group['lr'] = lr
+        self._frozen_lrs = []
         preprocessor = self._model(runner).data_preprocessor
         scalars = self.discriminator_step(preprocessor)
         scalars['adv_weight'] = preprocessor.adversarial_weight

@@ -11,7 +11,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmanon.registry import MODELS, build_in_scope
-from ..utils import (anonymize_crops, attach_loss, crop_regions, enlarge_regions, frozen, head_regions,
+from ..utils import (anonymize_crops, attach_loss, crop_regions, enlarge_regions, frozen_call, head_regions,
                      paste_regions, resize_crops)
 
 
@@ -224,30 +224,33 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         return FaceBatch(key_crops(clips), key_crops(anonymized), identities, inds)
 
     def _anonymizer_loss(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Optional[Tensor]:
-        """The anonymizer's own training terms, or None when it has nothing to learn from them."""
-        if not any(p.requires_grad for p in patches):
+        """The anonymizer's own training terms, or None when the preprocessor has no trainable parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
             return None
-        terms = {}
-        if self.l1_weight > 0:
+        # A zero that depends on every parameter of the anonymizer and the discriminator: the detector's
+        # backward pass then reaches all of them in every iteration (with zero gradients where nothing else
+        # does), so DDP sees the same parameters used on every rank, with or without faces in its batch, and
+        # the loss keeps a gradient while the detector is frozen.
+        terms = dict(zero=sum(p.sum() for p in params) * 0)
+        if self.l1_weight > 0 and patches:
             change = torch.cat([(p - c).abs().flatten() for p, c in zip(patches, crops)])
             terms['loss_l1'] = self.l1_weight * change.mean() / 255
         if self.discriminator is not None and self.adversarial_weight > 0 and len(faces) > 0:
             terms['loss_adversarial'] = self.adversarial_weight * self._adversarial_loss(faces)
-        self.train_losses = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()) if terms else None
+        self.train_losses = {name: value.detach() for name, value in terms.items() if name != 'zero'}
+        return sum(terms.values())
 
     def _adversarial_loss(self, faces: FaceBatch) -> Tensor:
         """What the anonymizer minimises to fool the discriminator, which is frozen for this pass."""
-        with frozen(self.discriminator):
-            anonymized = self.discriminator(faces.anonymized)
-            if self.adversarial_loss == 'embedding':
-                raw = self.discriminator(faces.raw).detach()
-                return F.cosine_similarity(anonymized, raw, dim=1).mean()
-            logits = self.discriminator.logits(anonymized)
-            ce = F.cross_entropy(logits, faces.identities, reduction='none')
-            if self.ce_cap is not None:
-                ce = ce.clamp(max=self.ce_cap)
-            return -ce.mean()
+        anonymized, logits = frozen_call(self.discriminator, faces.anonymized, with_logits=True)
+        if self.adversarial_loss == 'embedding':
+            raw = frozen_call(self.discriminator, faces.raw).detach()
+            return F.cosine_similarity(anonymized, raw, dim=1).mean()
+        ce = F.cross_entropy(logits, faces.identities, reduction='none')
+        if self.ce_cap is not None:
+            ce = ce.clamp(max=self.ce_cap)
+        return -ce.mean()
 
     @torch.no_grad()
     def _attach_faces(self, faces: FaceBatch, data_samples: SampleList) -> None:

@@ -1,5 +1,5 @@
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -132,14 +132,18 @@ class FaceDiscriminatorHead(BaseModule):
         else:
             self.fc_cls = nn.Linear(embed_dims, num_classes, bias=False)
 
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+    def forward(self, crops: torch.Tensor,
+                with_logits: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Embed face crops.
 
         Args:
             crops (Tensor): (N, C, h, w) float pixel values in [0, 255], any h and w.
+            with_logits (bool): Also return the margin-free logits, in the same call (so that a caller can
+                run everything through one ``torch.func.functional_call``). Defaults to False.
 
         Returns:
-            Tensor: (N, embed_dims) identity embeddings.
+            Tensor | tuple[Tensor, Tensor]: (N, embed_dims) identity embeddings, and with ``with_logits``
+            the (N, num_classes) logits.
         """
         if crops.dim() != 4 or crops.shape[1] != self.in_channels:
             raise ValueError(f'crops must be (N, {self.in_channels}, h, w), got shape {tuple(crops.shape)}')
@@ -150,7 +154,8 @@ class FaceDiscriminatorHead(BaseModule):
             crops = F.interpolate(crops, size=self.input_size, mode='bilinear', align_corners=False,
                                   antialias=True)
         x = self.trunk((crops - self.mean) / self.std)
-        return self.embed(x.flatten(1))
+        embeddings = self.embed(x.flatten(1))
+        return (embeddings, self.logits(embeddings)) if with_logits else embeddings
 
     def logits(self, embeddings: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Identity logits of embeddings.

@@ -1,6 +1,4 @@
 """Small autograd tools for training the anonymizer inside a stock detector's training step."""
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
@@ -36,16 +34,19 @@ def attach_loss(x: Tensor, loss: Tensor) -> Tensor:
     return _AttachLoss.apply(x, loss)
 
 
-@contextmanager
-def frozen(module: nn.Module):
-    """Temporarily stop gradients to ``module``'s parameters (inputs still get theirs), then restore the
-    previous ``requires_grad`` of each parameter."""
-    params = list(module.parameters())
-    previous = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in zip(params, previous):
-            p.requires_grad_(flag)
+def frozen_call(module: nn.Module, *args, **kwargs):
+    """Call ``module`` with its parameters detached: its inputs get gradients, its parameters none.
+
+    Unlike switching ``requires_grad`` off for the call, this leaves every parameter's flag as it is, which
+    DistributedDataParallel requires once it has wrapped the model.
+
+    Args:
+        module (nn.Module): The module to run.
+        *args: Positional arguments of its ``forward``.
+        **kwargs: Keyword arguments of its ``forward``.
+
+    Returns:
+        Whatever ``module(*args, **kwargs)`` returns.
+    """
+    detached = {name: param.detach() for name, param in module.named_parameters()}
+    return torch.func.functional_call(module, detached, args, kwargs)

@@ -1,0 +1,76 @@
+"""Adversarial training end to end with tools/train.py and tools/dist_train.sh on the fixture."""
+import os.path as osp
+
+import torch
+from mmengine.registry import DefaultScope
+
+from mmanon.compat import load_local_checkpoint
+from mmanon.datasets import AVAFaceDataset
+from mmanon.datasets.face_annotations import dump_face_file, load_face_file
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ADVERSARIAL_SMOKE = 'configs/detection/slowonly/slowonly-adversarial_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py'
+
+
+def assert_same_states(a, b, atol=1e-6):
+    assert a.keys() == b.keys()
+    for name, value in a.items():
+        torch.testing.assert_close(b[name], value, atol=atol, rtol=0, msg=name)
+
+
+def test_resume_is_exact(module_workspace, run_tool):
+    ws = module_workspace
+    run_tool(['tools/train.py', ADVERSARIAL_SMOKE, '--work-dir', 'full', '--no-validate'], ws)
+    run_tool(['tools/train.py', ADVERSARIAL_SMOKE, '--work-dir', 'split', '--no-validate', '--cfg-options',
+              'train_cfg.max_iters=2'], ws)
+    run_tool(['tools/train.py', ADVERSARIAL_SMOKE, '--work-dir', 'split', '--no-validate', '--resume'], ws)
+    full = load_local_checkpoint(str(ws / 'full' / 'iter_4.pth'))
+    split = load_local_checkpoint(str(ws / 'split' / 'iter_4.pth'))
+    assert split['meta']['iter'] == 4
+    # Detector, anonymizer and discriminator.
+    assert any(k.startswith('data_preprocessor.anonymizer.') for k in full['state_dict'])
+    assert any(k.startswith('data_preprocessor.discriminator.') for k in full['state_dict'])
+    assert_same_states(full['state_dict'], split['state_dict'])
+    full_d = full['adversarial_training']['discriminator_optim_wrapper']['state']
+    split_d = split['adversarial_training']['discriminator_optim_wrapper']['state']
+    assert full_d.keys() == split_d.keys() and len(full_d) > 0
+    for key in full_d:
+        assert_same_states(full_d[key], split_d[key])
+    # The schedule continued: the adversarial weight of the last iteration is the ramp's end in both runs.
+    for checkpoint in (full, split):
+        assert checkpoint['message_hub']['log_scalars']['train/adv_weight'].current() == 1.0
+
+
+def test_two_processes_stay_identical_when_one_rank_has_no_faces(workspace, ava_fixture, run_tool):
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        dataset = AVAFaceDataset(
+            ann_file=ava_fixture['ann_file_train'], exclude_file=ava_fixture['exclude_file_train'],
+            label_file=ava_fixture['label_file'], pipeline=[dict(type='PackActionInputs')],
+            data_prefix=dict(img=ava_fixture['data_root']), num_classes=6, check_frames=False)
+    # With an unshuffled sampler and batches of one, rank r gets the samples at positions r, r + 2, ...:
+    # keep faces only at odd positions, so rank 0 never sees one.
+    odd_keys = {dataset.get_data_info(i)['img_key'] for i in range(1, len(dataset), 2)}
+    faces = [f for f in load_face_file(ava_fixture['face_file_train']) if f.img_key in odd_keys]
+    dump_face_file(str(workspace / 'faces_odd.csv'), faces)
+    (workspace / 'dist.py').write_text(f"""
+_base_ = {osp.join(REPO, ADVERSARIAL_SMOKE)!r}
+custom_imports = dict(imports=['mmanon', 'tests.utils.rank_state_dump'], allow_failed_imports=False)
+train_dataloader = dict(batch_size=1, sampler=dict(shuffle=False), dataset=dict(face_file='faces_odd.csv'))
+custom_hooks = [
+    dict(type='mmanon.RandomStateHook'),
+    dict(type='mmanon.AdversarialTrainingHook', warmup_iters=1, ramp_iters=2, freeze_detector_iters=1),
+    dict(type='DumpRankStateHook'),
+]
+train_cfg = dict(max_iters=3)
+default_hooks = dict(checkpoint=dict(interval=1))
+""")
+    run_tool(['tools/dist_train.sh', str(workspace / 'dist.py'), '2', '--work-dir', 'dist', '--no-validate'],
+             workspace, env=dict(PORT='29623'))
+    ranks = [torch.load(workspace / 'dist' / f'rank{r}_state.pth', weights_only=True) for r in (0, 1)]
+    assert ranks[0]['faces_seen'] == 0 and ranks[1]['faces_seen'] > 0
+    assert_same_states(ranks[0]['state_dict'], ranks[1]['state_dict'], atol=0)
+    # Between the second and the third iteration every player moved, identically on both ranks.
+    before = load_local_checkpoint(str(workspace / 'dist' / 'iter_2.pth'))['state_dict']
+    for player in ('data_preprocessor.discriminator.', 'data_preprocessor.anonymizer.', 'backbone.'):
+        assert any(not torch.equal(before[k], ranks[0]['state_dict'][k]) for k in before if k.startswith(player)), \
+            f'{player} did not change'
