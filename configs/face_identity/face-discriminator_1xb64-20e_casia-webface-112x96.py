@@ -2,8 +2,9 @@
 # paper's D learns identities from a large face dataset. Faces are aligned by their five landmarks to SphereFace's
 # 112x96 crop. Expected under data/casia_webface/ (see the README):
 #   images/<identity>/<image>.jpg, identities.txt, train_list.txt, val_list.txt, landmarks.txt
-# The checkpoint loads into an adversarial config's D (same architecture; a different num_classes leaves fc_cls
-# out) with model.data_preprocessor.discriminator.init_cfg=dict(type='Pretrained', checkpoint=..., prefix='head.').
+# The checkpoint holds D's weights under 'head.': an adversarial config loads them into its D (same architecture;
+# a different num_classes leaves fc_cls out) with init_cfg=dict(type='Pretrained', checkpoint=..., prefix='head.')
+# on model.data_preprocessor.discriminator (the README shows it as --cfg-options).
 default_scope = 'mmanon'
 custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
 

@@ -1,5 +1,6 @@
 """FaceIdentityClassifier: its modes, pre-training with tools/train.py on generated faces, and loading the
 checkpoint into the adversarial config's discriminator with the documented overlay line."""
+import argparse
 import os.path as osp
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 from mmaction.registry import MODELS as ACTION_MODELS
 from mmaction.structures import ActionDataSample
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 
 from mmanon.compat import load_local_checkpoint
@@ -23,9 +24,13 @@ TINY_HEAD = dict(type='FaceDiscriminatorHead', num_classes=5, input_size=(16, 16
 
 
 def overlay(checkpoint):
-    """The line the README documents, as a ``--cfg-options`` dict."""
-    return {'model.data_preprocessor.discriminator.init_cfg': dict(type='Pretrained', checkpoint=checkpoint,
-                                                                   prefix='head.')}
+    """The ``--cfg-options`` of the README, parsed as tools/train.py parses them (mmengine's DictAction cannot
+    parse a ``key=dict(...)`` value, hence one key per field)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    key = 'model.data_preprocessor.discriminator.init_cfg'
+    return parser.parse_args(['--cfg-options', f'{key}.type=Pretrained', f'{key}.checkpoint={checkpoint}',
+                              f'{key}.prefix=head.']).cfg_options
 
 
 def test_loss_predict_and_tensor_modes():
@@ -72,7 +77,7 @@ def pretrained(tmp_path_factory, run_tool):
                        ToyFacesSpec(num_identities=4, images_per_identity=3, val_images_per_identity=1,
                                     image_size=(64, 64)))
     out = run_tool(['tools/train.py', TOY_CONFIG, '--work-dir', 'work', '--cfg-options', 'train_cfg.max_epochs=1',
-                    'train_cfg.val_interval=1', 'train_dataloader.batch_size=4'], root)
+                    'train_cfg.val_interval=1', 'train_dataloader.batch_size=4'], root, env=dict(OMP_NUM_THREADS='1'))
     return str(root / 'work' / 'epoch_1.pth'), out.stdout + out.stderr
 
 
