@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from mmaction.models import ActionDataPreprocessor
 from mmaction.utils import SampleList
 from mmengine.logging import print_log
-from mmengine.model import stack_batch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -117,6 +116,9 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             raise ValueError(f'head_ratio must be in (0, 1], got {head_ratio}')
         if adversarial_loss not in ('negative_ce', 'embedding'):
             raise ValueError(f"adversarial_loss must be 'negative_ce' or 'embedding', got {adversarial_loss!r}")
+        if kwargs.get('blending') is not None:
+            raise ValueError('AnonymizerDataPreprocessor does not support batch blending: blended clips would mix '
+                             'anonymized and raw faces of different clips')
         super().__init__(**kwargs)
         self.anonymizer = build_in_scope(MODELS, anonymizer)
         self.discriminator = None if discriminator is None else build_in_scope(MODELS, discriminator)
@@ -134,41 +136,64 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         self.skipped_regions = 0
 
     def preprocess(self, inputs: List[Tensor], data_samples: SampleList, training: bool = False) -> Tuple:
-        clips = stack_batch(inputs).float()
-        anonymized = self.anonymize(clips, data_samples, training)
-        return super().preprocess(list(anonymized.unbind(0)), data_samples, training)
+        # The stock preprocessing first, then the face regions are replaced: everything outside them is the
+        # stock output itself, and no whole-batch copy is made beyond the stock one.
+        clips, data_samples = super().preprocess(inputs, data_samples, training)
+        return self.anonymize(inputs, clips, data_samples, training), data_samples
 
-    def anonymize(self, clips: Tensor, data_samples: SampleList, training: bool) -> Tensor:
+    def anonymize(self, inputs: Sequence[Tensor], clips: Tensor, data_samples: SampleList,
+                  training: bool) -> Tensor:
         """Anonymize the face regions of a batch of clips.
 
         Args:
-            clips (Tensor): (N, C, T, H, W) pixel values.
+            inputs (Sequence[Tensor]): The raw clips (C, T, H, W), pixel values, as the dataloader gave them.
+            clips (Tensor): (N, C, T, H, W), the same clips after the stock preprocessing; their face regions
+                are replaced in place.
             data_samples (list[ActionDataSample]): The batch's data samples.
             training (bool): Whether this is a training step (regions from ground-truth persons, faces kept
                 for the hook, the anonymizer's own losses attached) or an evaluation step (regions from
                 proposals, faces attached to the data samples).
 
         Returns:
-            Tensor: The anonymized (N, C, T, H, W) clips.
+            Tensor: The anonymized clips.
         """
         height, width = clips.shape[-2:]
         inds, boxes = self._region_boxes(data_samples, training, clips.device)
         regions, valid = enlarge_regions(boxes, self.margin, height, width)
         self._count_skipped(int((~valid).sum()))
         inds, regions = inds[valid], regions[valid]
-        crops = crop_regions(clips, inds, regions)
+        crops = [crop.float() for crop in crop_regions(inputs, inds, regions)]
         patches = anonymize_crops(self.anonymizer, crops)
-        anonymized = paste_regions(clips, inds, regions, patches, self.feather)
+        paste_regions(clips, inds, regions, [self._normalize(p) for p in patches], self.feather)
 
-        faces = self._identity_faces(clips, anonymized, data_samples)
+        faces = self._identity_faces(inputs, clips, data_samples)
         if training:
             extra_loss = self._anonymizer_loss(faces, crops, patches)
             if extra_loss is not None:
-                anonymized = attach_loss(anonymized, extra_loss)
+                clips = attach_loss(clips, extra_loss)
             self.train_faces = faces.detach()
         else:
             self._attach_faces(faces, data_samples)
-        return anonymized
+        return clips
+
+    def _normalize(self, crops: Tensor) -> Tensor:
+        """Pixel crops (T, C, h, w) as the stock preprocessing turns the clips' pixels (same operations, so
+        an unchanged pixel comes out bit-identical)."""
+        clip = crops.transpose(0, 1)
+        if self.to_rgb:
+            clip = clip[[2, 1, 0]]
+        if self._enable_normalize:
+            clip = (clip - self.mean) / self.std
+        return clip.transpose(0, 1)
+
+    def _denormalize(self, crops: Tensor) -> Tensor:
+        """The inverse of :meth:`_normalize`: preprocessed crops (T, C, h, w) back to pixels."""
+        clip = crops.transpose(0, 1)
+        if self._enable_normalize:
+            clip = clip * self.std + self.mean
+        if self.to_rgb:
+            clip = clip[[2, 1, 0]]
+        return clip.transpose(0, 1)
 
     def _region_boxes(self, data_samples: SampleList, training: bool, device) -> Tuple[Tensor, Tensor]:
         """(K,) sample indices and (K, 4) face boxes to anonymize."""
@@ -207,7 +232,15 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             return empty, torch.zeros(0, 4, device=device), empty
         return torch.cat(inds), torch.cat(boxes), torch.cat(identities)
 
-    def _identity_faces(self, clips: Tensor, anonymized: Tensor, data_samples: SampleList) -> FaceBatch:
+    def init_weights(self) -> None:
+        """Initialise the anonymizer and the discriminator by their ``init_cfg`` (a pre-trained D, say): the
+        detector's ``init_weights`` descends only into children that have one, and this preprocessor, as
+        MMAction2's, is a plain module."""
+        for module in (self.anonymizer, self.discriminator):
+            if module is not None:
+                module.init_weights()
+
+    def _identity_faces(self, inputs: Sequence[Tensor], clips: Tensor, data_samples: SampleList) -> FaceBatch:
         """Crop the identity-labelled faces from the key frame of the raw and of the anonymized clips."""
         height, width = clips.shape[-2:]
         inds, boxes, identities = self._labelled_boxes(data_samples, clips.device)
@@ -215,13 +248,14 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         inds, regions, identities = inds[valid], regions[valid], identities[valid]
         key = clips.shape[2] // 2  # SampleAVAFrames centres the clip on the keyframe
 
-        def key_crops(source: Tensor) -> Tensor:
-            crops = crop_regions(source[:, :, key:key + 1], inds, regions)
+        def key_crops(source: Sequence[Tensor], to_pixels) -> Tensor:
+            crops = crop_regions([clip[:, key:key + 1] for clip in source], inds, regions)
             if not crops:
-                return source.new_zeros((0, source.shape[1], *self.face_crop_size))
-            return torch.cat([resize_crops(c, self.face_crop_size) for c in crops])
+                return clips.new_zeros((0, clips.shape[1], *self.face_crop_size))
+            return torch.cat([resize_crops(to_pixels(c), self.face_crop_size) for c in crops])
 
-        return FaceBatch(key_crops(clips), key_crops(anonymized), identities, inds)
+        return FaceBatch(key_crops(inputs, lambda c: c.float()), key_crops(clips, self._denormalize), identities,
+                         inds)
 
     def _anonymizer_loss(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Optional[Tensor]:
         """The anonymizer's own training terms, or None when the preprocessor has no trainable parameters."""

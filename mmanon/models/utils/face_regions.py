@@ -3,7 +3,7 @@
 Shared by the data preprocessor (clips ``(C, T, H, W)``) and the video tool (frames, as clips with ``T = 1``),
 so both anonymize with the same geometry and the same seamless blending.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +79,11 @@ def feather_mask(height: int, width: int, feather: float, device=None, dtype=tor
     return ramp(height)[:, None] * ramp(width)[None, :]
 
 
-def crop_regions(clips: Tensor, sample_inds: Tensor, regions: Tensor) -> List[Tensor]:
+def crop_regions(clips: Union[Tensor, Sequence[Tensor]], sample_inds: Tensor, regions: Tensor) -> List[Tensor]:
     """Cut regions out of a batch of clips.
 
     Args:
-        clips (Tensor): (N, C, T, H, W).
+        clips (Tensor | Sequence[Tensor]): (N, C, T, H, W), or N clips (C, T, H, W).
         sample_inds (Tensor): (K,) the clip each region belongs to.
         regions (Tensor): (K, 4) long regions from :func:`enlarge_regions`.
 
@@ -91,7 +91,7 @@ def crop_regions(clips: Tensor, sample_inds: Tensor, regions: Tensor) -> List[Te
         list[Tensor]: K tensors (T, C, h, w), one per region: the region in every frame of its clip.
     """
     return [
-        clips[n, :, :, y1:y2, x1:x2].transpose(0, 1)
+        clips[n][:, :, y1:y2, x1:x2].transpose(0, 1)
         for n, (x1, y1, x2, y2) in zip(sample_inds.tolist(), regions.tolist())
     ]
 
@@ -131,23 +131,24 @@ def anonymize_crops(anonymizer, crops: List[Tensor]) -> List[Tensor]:
 
 def paste_regions(clips: Tensor, sample_inds: Tensor, regions: Tensor, patches: List[Tensor],
                   feather: float) -> Tensor:
-    """Blend patches into the clips' regions; pixels outside every region are left bit-identical.
+    """Blend patches into the clips' regions, in place; pixels outside every region are left untouched.
 
     Overlapping regions are pasted in order, each blended over what is there already.
 
     Args:
-        clips (Tensor): (N, C, T, H, W).
+        clips (Tensor): (N, C, T, H, W), modified in place (it must not be a leaf that requires grad).
         sample_inds (Tensor): (K,) the clip each region belongs to.
         regions (Tensor): (K, 4) long regions.
         patches (list[Tensor]): K tensors (T, C, h, w) matching the regions.
         feather (float): See :func:`feather_mask`.
 
     Returns:
-        Tensor: A new (N, C, T, H, W) tensor; gradients flow into the patches.
+        Tensor: ``clips``; gradients flow into the patches.
     """
-    out = clips.clone()
     for n, (x1, y1, x2, y2), patch in zip(sample_inds.tolist(), regions.tolist(), patches):
         mask = feather_mask(y2 - y1, x2 - x1, feather, device=clips.device, dtype=clips.dtype)
-        region = out[n, :, :, y1:y2, x1:x2]
-        out[n, :, :, y1:y2, x1:x2] = region + mask * (patch.transpose(0, 1) - region)
-    return out
+        # One fused lerp against a contiguous patch: elementwise arithmetic between the strided region view
+        # and a transposed patch is two orders of magnitude slower on CPU.
+        region = clips[n, :, :, y1:y2, x1:x2]
+        clips[n, :, :, y1:y2, x1:x2] = torch.lerp(region, patch.transpose(0, 1).contiguous(), mask)
+    return clips

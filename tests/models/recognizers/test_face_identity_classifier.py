@@ -103,9 +103,6 @@ def test_checkpoint_loads_into_the_discriminator_with_the_overlay_line(pretraine
         assert not torch.equal(value, before[name]), f'{name} was not loaded'
 
 
-@pytest.mark.xfail(strict=True, reason='AnonymizerDataPreprocessor is a plain nn.Module without init_weights, so '
-                   "the detector's init_weights (which the Runner calls) never reaches the discriminator and its "
-                   'init_cfg is silently ignored; remove this mark once the preprocessor forwards init_weights')
 def test_overlay_line_initialises_the_discriminator_of_the_whole_detector(pretrained):
     checkpoint, _ = pretrained
     cfg = Config.fromfile(osp.join(REPO, ADVERSARIAL_CONFIG))

@@ -1,0 +1,108 @@
+"""Time per batch of the stock data preprocessor and of the anonymizer data preprocessor with each anonymizer.
+
+A batch of 8 clips of 3 x 8 x 256 x 256 pixels with 2 faces per clip (face boxes carried by the data samples,
+enlarged 2x into the anonymized regions, as in training) goes through MMAction2's ``ActionDataPreprocessor``
+and through ``AnonymizerDataPreprocessor`` with each base config of ``configs/_base_/anonymizers``; the table
+gives the median time of ``--repeats`` runs and its ratio to the stock one, in evaluation mode (no gradient)
+and, for the learned anonymizer, in training mode with a backward pass through it as well.
+
+    python benchmarks/preprocessor.py
+    python benchmarks/preprocessor.py --device cuda --repeats 20
+"""
+import argparse
+import glob
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.models importable)
+from mmaction.models import ActionDataPreprocessor  # noqa: E402
+from mmaction.structures import ActionDataSample  # noqa: E402
+from mmanon.models import AnonymizerDataPreprocessor  # noqa: E402
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], format_shape='NCTHW')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Time the anonymizer data preprocessor against the stock one.')
+    parser.add_argument('--batch', type=int, nargs=5, default=(8, 3, 8, 256, 256), metavar=('N', 'C', 'T', 'H', 'W'),
+                        help='batch shape (default: 8 3 8 256 256)')
+    parser.add_argument('--faces', type=int, default=2, help='faces per clip (default: 2)')
+    parser.add_argument('--repeats', type=int, default=10, help='timed runs per method; the median is reported')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
+    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    return parser.parse_args()
+
+
+def make_batch(shape, faces, device):
+    n, c, t, h, w = shape
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 256, (c, t, h, w), dtype=torch.uint8, generator=generator) for _ in range(n)]
+    samples = []
+    for _ in range(n):
+        boxes = []
+        for i in range(faces):
+            x1 = (i + 0.5) * w / faces - 24
+            boxes.append([x1, 0.2 * h, x1 + 48, 0.2 * h + 56])
+        sample = ActionDataSample()
+        sample.gt_faces = InstanceData(bboxes=torch.tensor(boxes), identities=torch.arange(faces))
+        samples.append(sample)
+    return dict(inputs=[x.to(device) for x in inputs], data_samples=samples)
+
+
+def median_time(step, repeats, device):
+    step()  # warm-up (allocations, lazily built kernels)
+    times = []
+    for _ in range(repeats):
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = make_batch(args.batch, args.faces, args.device)
+    stock = ActionDataPreprocessor(**NORM).to(args.device)
+    rows = [('stock ActionDataPreprocessor', 'eval', median_time(lambda: stock(batch, False), args.repeats,
+                                                                 args.device))]
+    for path in sorted(glob.glob(osp.join(REPO, 'configs/_base_/anonymizers/*.py'))):
+        name = osp.basename(path)[:-3]
+        ours = AnonymizerDataPreprocessor(anonymizer=Config.fromfile(path).anonymizer, **NORM).to(args.device)
+        with torch.no_grad():
+            rows.append((name, 'eval', median_time(lambda: ours(batch, False), args.repeats, args.device)))
+        if any(p.requires_grad for p in ours.parameters()):
+            ours.l1_weight = 1.0
+
+            def train_step():
+                ours(batch, True)['inputs'].sum().backward()
+
+            rows.append((name, 'train (+backward)', median_time(train_step, args.repeats, args.device)))
+
+    base = rows[0][2]
+    print(f'python {" ".join(sys.argv)}')
+    print(f'batch {tuple(args.batch)}, {args.faces} faces per clip, device {args.device}, '
+          f'torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, '
+          f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+    print(f'| {"method":28s} | {"mode":17s} | ms per batch | x stock |')
+    print(f'|{"-" * 30}|{"-" * 19}|-------------:|--------:|')
+    for name, mode, seconds in rows:
+        print(f'| {name:28s} | {mode:17s} | {seconds * 1e3:12.1f} | {seconds / base:7.1f} |')
+
+
+if __name__ == '__main__':
+    main()
