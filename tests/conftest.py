@@ -43,8 +43,10 @@ def _run_tool(args, cwd, timeout=600, env=None):
     command = ['bash' if script.endswith('.sh') else sys.executable, osp.join(REPO, script), *map(str, args[1:])]
     # Paths into the repository (configs) may be given relative to it.
     command = [osp.join(REPO, a) if a.startswith('configs/') else a for a in command]
-    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})))
+    # As tools/dist_train.sh does: the repository is importable (test helpers in tests/ are imported by name).
+    env = dict(os.environ, **(env or {}))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+    proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         pytest.fail(f'{" ".join(command)} exited with {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n'
                     f'--- stderr\n{proc.stderr[-6000:]}')

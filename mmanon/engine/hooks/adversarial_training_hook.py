@@ -3,13 +3,15 @@ import logging
 from typing import Optional
 
 import torch
-from mmengine.dist import all_reduce
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 
-from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor
+from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor, FaceBatch
+from mmanon.models.utils import anonymize_crops
 from mmanon.registry import HOOKS
 
 
@@ -38,8 +40,14 @@ class AdversarialTrainingHook(Hook):
     faces takes part in the reduction with zero gradients and cannot hang the others). The stock DDP wrapper
     serves the detector's step as it is: the preprocessor ties M and D into that step's backward pass.
 
-    D's identity accuracy on raw and on anonymized faces, its loss, M's current adversarial weight and M's
-    own losses are logged through MMEngine's message hub (``train/adv_*``).
+    As in the paper, where D learns identities from a large face dataset while M learns on video, a face-identity
+    dataset (:class:`mmanon.datasets.FaceIdentityDataset`) can feed the game too: every ``face_interval``
+    iterations one batch of it gives M a step (in the detector's optimizer, only M having gradients then) and
+    D a step. Each rank draws its own shard.
+
+    D's identity accuracy on raw and on anonymized faces, its loss, M's current adversarial weight and own
+    losses, and the faces of each source (``adv_video_faces``, ``adv_dataset_faces``) are logged through
+    MMEngine's message hub (``train/adv_*``).
 
     Args:
         discriminator_optim_wrapper (dict): Optimizer wrapper config of D, built by
@@ -51,6 +59,9 @@ class AdversarialTrainingHook(Hook):
             Defaults to 0 (full weight at once).
         freeze_detector_iters (int): Iterations during which the detector's parameters get no gradient
             (M still learns through it). Defaults to 0.
+        face_dataloader (dict, optional): Dataloader config of a face-identity dataset, built in the
+            ``mmanon`` scope; its identities must be D's. Defaults to None (video faces only).
+        face_interval (int): Iterations per batch of the face-identity dataset. Defaults to 1.
     """
 
     priority = 'NORMAL'  # after the step, before LoggerHook (BELOW_NORMAL) reads the scalars
@@ -61,9 +72,13 @@ class AdversarialTrainingHook(Hook):
                  warmup_iters: int = 0,
                  adversarial_weight: float = 1.0,
                  ramp_iters: int = 0,
-                 freeze_detector_iters: int = 0) -> None:
+                 freeze_detector_iters: int = 0,
+                 face_dataloader: Optional[dict] = None,
+                 face_interval: int = 1) -> None:
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f'discriminator_steps must be an integer >= 1, got {discriminator_steps!r}')
+        if not isinstance(face_interval, int) or face_interval < 1:
+            raise ValueError(f'face_interval must be an integer >= 1, got {face_interval!r}')
         for name, value in (('warmup_iters', warmup_iters), ('ramp_iters', ramp_iters),
                             ('freeze_detector_iters', freeze_detector_iters)):
             if not isinstance(value, int) or value < 0:
@@ -76,6 +91,9 @@ class AdversarialTrainingHook(Hook):
         self.adversarial_weight = adversarial_weight
         self.ramp_iters = ramp_iters
         self.freeze_detector_iters = freeze_detector_iters
+        self.face_dataloader_cfg = face_dataloader
+        self.face_interval = face_interval
+        self._face_batches = None
         self.optim_wrapper = None
         self._resume_state: Optional[dict] = None
         self._frozen_lrs = []
@@ -121,6 +139,14 @@ class AdversarialTrainingHook(Hook):
             raise ValueError(f'the training set has {num_identities} identities but the discriminator classifies '
                              f'{discriminator.num_classes}; set model.data_preprocessor.discriminator.num_classes='
                              f'{num_identities}')
+        if self.face_dataloader_cfg is not None:
+            # Built in mmanon's scope, so that its dataset and transforms need no 'mmanon.' prefix.
+            with DefaultScope.overwrite_default_scope('mmanon'):
+                dataloader = runner.build_dataloader(copy.deepcopy(self.face_dataloader_cfg), seed=runner.seed)
+            # Each rank's sampler draws its own shard; a resumed run skips the batches already drawn.
+            self._face_batches = _endless(dataloader)
+            for _ in range(runner.iter // self.face_interval):
+                next(self._face_batches)
         state, self._resume_state = self._resume_state, None
         if state is not None and state['iter'] == runner.iter:
             self.optim_wrapper.load_state_dict(state['discriminator_optim_wrapper'])
@@ -158,23 +184,56 @@ class AdversarialTrainingHook(Hook):
             group['lr'] = lr
         self._frozen_lrs = []
         preprocessor = self._model(runner).data_preprocessor
-        scalars = self.discriminator_step(preprocessor)
-        scalars['adv_weight'] = preprocessor.adversarial_weight
+        scalars = self.discriminator_step(preprocessor.discriminator, preprocessor.train_faces)
         scalars.update({f'adv_{name}': value for name, value in preprocessor.train_losses.items()})
+        scalars.update(adv_weight=preprocessor.adversarial_weight, adv_video_faces=len(preprocessor.train_faces))
+        if self._face_batches is not None and (runner.iter + 1) % self.face_interval == 0:
+            faces = self.face_dataset_step(runner, preprocessor, next(self._face_batches))
+            scalars['adv_dataset_faces'] = len(faces)
         for name, value in scalars.items():
             runner.message_hub.update_scalar(f'train/{name}', float(value))
 
-    def discriminator_step(self, preprocessor: AnonymizerDataPreprocessor) -> dict:
-        """One optimizer step of D on the faces of the preprocessor's last training batch.
+    def face_dataset_step(self, runner, preprocessor: AnonymizerDataPreprocessor, batch: dict) -> FaceBatch:
+        """One step of M and one of D on a batch of the face-identity dataset, as in the paper, where D learns
+        identities from a large face dataset while M learns on video.
+
+        M's step uses the detector's optimizer, in which only M has gradients at this point; its gradients are
+        averaged over the ranks here, since this backward pass runs outside DDP's.
 
         Args:
-            preprocessor (AnonymizerDataPreprocessor): Holds D and the batch's faces (``train_faces``).
+            runner (Runner): The runner.
+            preprocessor (AnonymizerDataPreprocessor): Holds M and D.
+            batch (dict): A collated batch of :class:`mmanon.datasets.FaceIdentityDataset`.
+
+        Returns:
+            FaceBatch: The batch's raw and anonymized faces.
+        """
+        device = preprocessor.mean.device
+        raw = torch.stack(batch['inputs']).to(device).float()
+        identities = torch.cat([sample.gt_label.view(-1) for sample in batch['data_samples']]).to(device)
+        (anonymized, ) = anonymize_crops(preprocessor.anonymizer, [raw])
+        faces = FaceBatch(raw, anonymized, identities, torch.zeros_like(identities))
+        loss = preprocessor.anonymizer_loss(faces, [raw], [anonymized])
+        if loss is not None:
+            optim_wrapper = runner.optim_wrapper
+            optim_wrapper.backward(loss)
+            _average_gradients(preprocessor.anonymizer.parameters(), get_world_size())
+            optim_wrapper.step()
+            optim_wrapper.zero_grad()
+        self.discriminator_step(preprocessor.discriminator, faces.detach())
+        return faces
+
+    def discriminator_step(self, discriminator, faces: FaceBatch) -> dict:
+        """One optimizer step of D on the identity-labelled raw and anonymized faces of a batch.
+
+        Args:
+            discriminator (FaceDiscriminatorHead): D.
+            faces (FaceBatch): The faces, without gradient.
 
         Returns:
             dict: D's loss and, when the batch had faces, its accuracy on the raw and on the anonymized ones
             (measured before the step).
         """
-        faces, discriminator = preprocessor.train_faces, preprocessor.discriminator
         known = faces.identities >= 0
         crops = torch.cat([faces.raw[known], faces.anonymized[known]])
         labels = torch.cat([faces.identities[known]] * 2)
@@ -187,10 +246,7 @@ class AdversarialTrainingHook(Hook):
         # Sum over this rank's faces divided by all ranks' faces: after summing the gradients over the
         # ranks, each applies the gradient of the mean loss over every face of the global batch.
         self.optim_wrapper.backward(losses['loss_identity'] * labels.numel() / num_faces.clamp(min=1))
-        for param in discriminator.parameters():
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            all_reduce(param.grad)
+        _average_gradients(discriminator.parameters(), 1)
         self.optim_wrapper.step()
         self.optim_wrapper.zero_grad()
 
@@ -199,3 +255,24 @@ class AdversarialTrainingHook(Hook):
         if half:
             scalars.update(adv_acc_raw=correct[:half].mean(), adv_acc_anonymized=correct[half:].mean())
         return scalars
+
+
+def _endless(dataloader):
+    """The batches of ``dataloader``, epoch after epoch (each epoch reshuffled by its sampler)."""
+    epoch = 0
+    while True:
+        if hasattr(dataloader.sampler, 'set_epoch'):
+            dataloader.sampler.set_epoch(epoch)
+        yield from dataloader
+        epoch += 1
+
+
+def _average_gradients(params, divisor: int) -> None:
+    """Sum each parameter's gradient over the ranks and divide it by ``divisor``; a parameter without a
+    gradient takes part with zeros, so that every rank makes the same collective calls."""
+    for param in params:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        all_reduce(param.grad)
+        if divisor != 1:
+            param.grad /= divisor

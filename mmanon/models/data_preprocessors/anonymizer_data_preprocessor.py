@@ -168,7 +168,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
 
         faces = self._identity_faces(inputs, clips, data_samples)
         if training:
-            extra_loss = self._anonymizer_loss(faces, crops, patches)
+            extra_loss = self.anonymizer_loss(faces, crops, patches)
             if extra_loss is not None:
                 clips = attach_loss(clips, extra_loss)
             self.train_faces = faces.detach()
@@ -257,8 +257,18 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         return FaceBatch(key_crops(inputs, lambda c: c.float()), key_crops(clips, self._denormalize), identities,
                          inds)
 
-    def _anonymizer_loss(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Optional[Tensor]:
-        """The anonymizer's own training terms, or None when the preprocessor has no trainable parameters."""
+    def anonymizer_loss(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Optional[Tensor]:
+        """The anonymizer's own training terms (and a zero that ties in every parameter of M and D), also
+        recorded in :attr:`train_losses`.
+
+        Args:
+            faces (FaceBatch): The identity-labelled faces, anonymized crops with gradient.
+            crops (list[Tensor]): The raw pixel crops the anonymizer was given.
+            patches (list[Tensor]): What it returned for them.
+
+        Returns:
+            Tensor | None: The sum to minimise, or None when the preprocessor has no trainable parameters.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             return None

@@ -66,7 +66,7 @@ def test_discriminator_steps_lower_its_loss():
     before = discriminator_loss(preprocessor, 'raw') + discriminator_loss(preprocessor, 'anonymized')
     for _ in range(15):
         preprocessor(fixed_faces_batch(), True)
-        scalars = hook.discriminator_step(preprocessor)
+        scalars = hook.discriminator_step(preprocessor.discriminator, preprocessor.train_faces)
     after = discriminator_loss(preprocessor, 'raw') + discriminator_loss(preprocessor, 'anonymized')
     assert after < 0.5 * before
     assert scalars['adv_acc_raw'] == 1.0
@@ -79,7 +79,7 @@ def test_anonymizer_steps_with_frozen_discriminator_raise_its_loss(adversarial_l
     hook.build_optim_wrapper(preprocessor.discriminator)
     for _ in range(15):  # a discriminator that knows the identities first
         preprocessor(fixed_faces_batch(), True)
-        hook.discriminator_step(preprocessor)
+        hook.discriminator_step(preprocessor.discriminator, preprocessor.train_faces)
     frozen_state = copy.deepcopy(preprocessor.discriminator.state_dict())
     optimizer = torch.optim.Adam(preprocessor.anonymizer.parameters(), lr=3e-3)
 

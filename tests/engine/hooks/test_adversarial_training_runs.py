@@ -1,12 +1,15 @@
 """Adversarial training end to end with tools/train.py and tools/dist_train.sh on the fixture."""
 import os.path as osp
+import re
 
+import pytest
 import torch
 from mmengine.registry import DefaultScope
 
 from mmanon.compat import load_local_checkpoint
 from mmanon.datasets import AVAFaceDataset
 from mmanon.datasets.face_annotations import dump_face_file, load_face_file
+from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 ADVERSARIAL_SMOKE = 'configs/detection/slowonly/slowonly-adversarial_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py'
@@ -74,3 +77,59 @@ default_hooks = dict(checkpoint=dict(interval=1))
     for player in ('data_preprocessor.discriminator.', 'data_preprocessor.anonymizer.', 'backbone.'):
         assert any(not torch.equal(before[k], ranks[0]['state_dict'][k]) for k in before if k.startswith(player)), \
             f'{player} did not change'
+
+
+MIXED = """
+_base_ = {base!r}
+custom_imports = dict(imports=['mmanon', 'tests.utils.rank_state_dump'], allow_failed_imports=False)
+face_pipeline = [
+    dict(type='LoadFaceImage'),
+    dict(type='FaceAlign', crop_size=(32, 32)),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackFaceInputs')
+]
+custom_hooks = [
+    dict(type='mmanon.RandomStateHook'),
+    dict(
+        type='mmanon.AdversarialTrainingHook',
+        warmup_iters=1,
+        ramp_iters=2,
+        face_interval=1,
+        face_dataloader=dict(
+            batch_size=4,
+            num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            dataset=dict(
+                type='FaceIdentityDataset',
+                data_root='faces',
+                ann_file='train_list.txt',
+                data_prefix=dict(img_path='images'),
+                landmark_file='landmarks.txt',
+                metainfo=dict(classes='faces/identities.txt'),
+                pipeline=face_pipeline))),
+    dict(type='DumpRankStateHook'),
+]
+train_cfg = dict(max_iters=3)
+default_hooks = dict(logger=dict(interval=1))
+"""
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_mixed_video_and_face_dataset_training(workspace, run_tool, processes):
+    generate_toy_faces(str(workspace / 'faces'), ToyFacesSpec(num_identities=4, images_per_identity=4,
+                                                              val_images_per_identity=1, image_size=(48, 48)))
+    (workspace / 'mixed.py').write_text(MIXED.format(base=osp.join(REPO, ADVERSARIAL_SMOKE)))
+    if processes == 1:
+        out = run_tool(['tools/train.py', 'mixed.py', '--work-dir', 'mixed', '--no-validate'], workspace)
+    else:
+        out = run_tool(['tools/dist_train.sh', 'mixed.py', '2', '--work-dir', 'mixed', '--no-validate'], workspace,
+                       env=dict(PORT='29631'))
+    log = out.stdout + out.stderr
+    # Both sources fed the game in every iteration (rank 0's counts: its shard of the 12 dataset faces comes in
+    # batches of at most 4).
+    seen = re.findall(r'adv_video_faces: (\d+\.\d+)\s+adv_dataset_faces: (\d+\.\d+)', log)
+    assert len(seen) == 3
+    assert all(float(video) > 0 and 0 < float(dataset) <= 4 for video, dataset in seen), seen
+    ranks = [torch.load(workspace / 'mixed' / f'rank{r}_state.pth', weights_only=True) for r in range(processes)]
+    if processes == 2:
+        assert_same_states(ranks[0]['state_dict'], ranks[1]['state_dict'], atol=0)

@@ -1,0 +1,140 @@
+"""Time per training iteration of the stock detector and of the adversarial set-up, on the same batches.
+
+From an adversarial config, the stock detector is the same model with MMAction2's ``ActionDataPreprocessor``
+in place of the anonymizer data preprocessor; the adversarial set-up is the config's model (anonymizer and
+discriminator in the preprocessor, the adversarial loss at full weight) plus the discriminator's step of
+``AdversarialTrainingHook``. Both train on identical synthetic batches shaped like the config's training clips
+(clip length and crop size read from its train pipeline), with 2 persons per clip whose faces carry identities.
+The median time of ``--iters`` iterations after ``--warmup`` is printed, with the ratio.
+
+    python benchmarks/train_overhead.py
+    python benchmarks/train_overhead.py configs/detection/slowonly/slowonly-adversarial_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb.py --device cuda --batch-size 16
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
+from mmengine.structures import InstanceData
+
+import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.models importable)
+from mmaction.registry import MODELS  # noqa: E402
+from mmaction.structures import ActionDataSample  # noqa: E402
+from mmanon.registry import HOOKS, build_in_scope  # noqa: E402
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEFAULT_CONFIG = osp.join(REPO, 'configs/detection/slowonly/slowonly-adversarial_r18_1xb8-4x6x1-600i_toy-ava-rgb.py')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Time a training iteration: stock detector vs adversarial.')
+    parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG,
+                        help='an adversarial config (default: the toy benchmark\'s)')
+    parser.add_argument('--batch-size', type=int, help='clips per batch (default: the config\'s)')
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations; the median is reported')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
+    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    return parser.parse_args()
+
+
+def clip_shape(cfg):
+    """(T, H, W) of the config's training clips, from its train pipeline."""
+    pipeline = {t['type']: t for t in cfg.train_dataloader.dataset.pipeline}
+    size = pipeline.get('RandomCrop', {}).get('size', 256)
+    return pipeline['SampleAVAFrames']['clip_len'], size, size
+
+
+def make_batches(count, batch_size, shape, num_classes, num_identities, device):
+    generator = torch.Generator().manual_seed(0)
+    t, h, w = shape
+    batches = []
+    for _ in range(count):
+        inputs, samples = [], []
+        for _ in range(batch_size):
+            inputs.append(torch.randint(0, 256, (3, t, h, w), dtype=torch.uint8, generator=generator).to(device))
+            persons = torch.tensor([[0.05 * w, 0.2 * h, 0.45 * w, 0.95 * h], [0.55 * w, 0.2 * h, 0.95 * w, 0.95 * h]])
+            faces = torch.stack([persons[:, 0] + 0.1 * w, persons[:, 1], persons[:, 2] - 0.1 * w,
+                                 persons[:, 1] + 0.15 * h], dim=1)
+            labels = torch.zeros(2, num_classes)
+            labels[:, 1] = 1
+            identities = torch.randint(0, num_identities, (2, ), generator=generator)
+            sample = ActionDataSample(metainfo=dict(img_shape=(h, w)))
+            sample.gt_instances = InstanceData(bboxes=persons, labels=labels, identities=identities)
+            sample.proposals = InstanceData(bboxes=persons.clone())
+            sample.gt_faces = InstanceData(bboxes=faces, identities=identities)
+            samples.append(sample)
+        batches.append(dict(inputs=inputs, data_samples=samples))
+    return batches
+
+
+def time_iterations(step, batches, warmup, device):
+    times = []
+    for i, batch in enumerate(batches):
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step(batch)
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = Config.fromfile(args.config)
+    cfg.model.init_cfg = None
+    preprocessor = cfg.model.data_preprocessor
+    stock_cfg = copy.deepcopy(cfg.model)
+    stock_cfg.data_preprocessor = dict(type='mmaction.ActionDataPreprocessor', mean=preprocessor.mean,
+                                       std=preprocessor.std, format_shape='NCTHW')
+    hook_cfg = next(h for h in cfg.custom_hooks if 'AdversarialTrainingHook' in h['type'])
+    with DefaultScope.overwrite_default_scope('mmaction'):
+        stock = MODELS.build(stock_cfg).to(args.device)
+        adversarial = MODELS.build(cfg.model).to(args.device)
+    hook = build_in_scope(HOOKS, dict(hook_cfg, type='AdversarialTrainingHook'))
+    hook.build_optim_wrapper(adversarial.data_preprocessor.discriminator)
+    adversarial.data_preprocessor.adversarial_weight = hook.adversarial_weight
+
+    batch_size = args.batch_size or cfg.train_dataloader.batch_size
+    bbox_head = cfg.model.roi_head.bbox_head
+    batches = make_batches(args.warmup + args.iters, batch_size, clip_shape(cfg), bbox_head.num_classes,
+                           preprocessor.discriminator.num_classes, args.device)
+    results = {}
+    for name, model in (('stock detector', stock), ('adversarial', adversarial)):
+        model.train()
+        with DefaultScope.overwrite_default_scope('mmaction'):
+            optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+
+        def step(batch, model=model, optim_wrapper=optim_wrapper):
+            model.train_step(batch, optim_wrapper)
+            if model is adversarial:
+                hook.discriminator_step(model.data_preprocessor.discriminator, model.data_preprocessor.train_faces)
+
+        results[name] = time_iterations(step, batches, args.warmup, args.device)
+
+    print(f'python {" ".join(sys.argv)}')
+    print(f'config {osp.relpath(args.config, REPO)}, batch {batch_size} x (3, {", ".join(map(str, clip_shape(cfg)))}), '
+          f'device {args.device}, torch threads {torch.get_num_threads()}, '
+          f'{platform.processor() or platform.machine()}, '
+          f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+    print('| set-up | s per iteration | x stock |')
+    print('|---|---:|---:|')
+    for name, seconds in results.items():
+        print(f'| {name} | {seconds:.3f} | {seconds / results["stock detector"]:.2f} |')
+
+
+if __name__ == '__main__':
+    main()
