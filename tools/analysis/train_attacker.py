@@ -33,29 +33,37 @@ The output is the attacker checkpoint that :class:`mmanon.evaluation.FacePrivacy
 
 The same ``--seed`` and inputs give the same attacker.
 """
-import argparse
-import copy
 import os
-import os.path as osp
-import sys
-import tempfile
-from typing import Callable, Optional, Tuple
 
-import numpy as np
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.dataset import pseudo_collate
-from mmengine.registry import DATASETS, MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
-from mmengine.structures import InstanceData
-from mmengine.utils import ProgressBar
-from torch.utils.data import DataLoader
+if __name__ == '__main__':
+    # PyTorch's OpenMP threads spin for a while after each operation; the attacker's many small steps then run up
+    # to ten times slower on a few busy cores (as in tools/anonymize_video.py). Sleeping threads avoid that. It
+    # must be set before torch loads, and only for this process (not for the tools that import this one); an
+    # explicit value wins.
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import mmanon  # noqa: F401  (applies the compatibility fixes and registers mmanon's components)
-from mmanon.apis.anonymize_video import move_into_place
-from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor
-from mmanon.models.heads import FaceDiscriminatorHead
-from mmanon.models.utils import anonymize_crops
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import os.path as osp  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Callable, Optional, Tuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.dataset import pseudo_collate  # noqa: E402
+from mmengine.registry import DATASETS, MODELS, init_default_scope  # noqa: E402
+from mmengine.runner import load_checkpoint  # noqa: E402
+from mmengine.structures import InstanceData  # noqa: E402
+from mmengine.utils import ProgressBar  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+import mmanon  # noqa: F401,E402  (applies the compatibility fixes and registers mmanon's components)
+from mmanon.apis.anonymize_video import move_into_place  # noqa: E402
+from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor  # noqa: E402
+from mmanon.models.heads import FaceDiscriminatorHead  # noqa: E402
+from mmanon.models.utils import anonymize_crops  # noqa: E402
 
 # What the preprocessor attaches to each data sample in evaluation mode and what this tool keeps of it.
 FACE_FIELDS = ('identities', 'raw_crops', 'anonymized_crops')
@@ -184,7 +192,8 @@ def face_loader(config: Config, split: str, num_workers: Optional[int] = None) -
         collate_fn=pseudo_collate)
 
 
-def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Float pixel values as uint8, rounded and clipped as the data preprocessor stores its face crops."""
     return pixels.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -238,7 +247,7 @@ def crop_faces(anonymizer: torch.nn.Module, device: str) -> Callable[[dict], Ins
         # The crop is one "track" of len(raw) faces: anonymize_crops resizes them in one batch where needed.
         anonymized = anonymize_crops(anonymizer, [raw.float()])[0]
         identities = torch.tensor([_identity_label(sample) for sample in batch['data_samples']])
-        return InstanceData(identities=identities, raw_crops=raw, anonymized_crops=_to_uint8(anonymized))
+        return InstanceData(identities=identities, raw_crops=raw, anonymized_crops=to_uint8(anonymized))
 
     return faces_of_batch
 
