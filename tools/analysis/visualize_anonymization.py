@@ -63,7 +63,9 @@ def parse_args(argv=None):
                         help='more columns of the face grid: detector configs, each with the checkpoint of its '
                         'learned anonymizer after a colon (handcrafted anonymizers need none)')
     parser.add_argument('--num-clips', type=int, default=4, help='val clips drawn (default: %(default)s)')
-    parser.add_argument('--num-faces', type=int, default=8, help='faces (rows) of the grid (default: %(default)s)')
+    parser.add_argument('--num-faces', type=int, default=8,
+                        help='most faces (rows) of the grid, from as many val clips spread over the val set '
+                        '(default: %(default)s)')
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='lowest action score drawn (default: %(default)s)')
     parser.add_argument('--max-labels', type=int, default=3,
