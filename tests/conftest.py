@@ -1,10 +1,12 @@
-"""Fixtures shared by the test suite: the tiny AVA-layout benchmark, generated once per session."""
+"""Fixtures shared by the test suite: the tiny AVA-layout benchmark, generated once per session, and helpers."""
+import logging
 import os
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
+from mmengine.logging import MMLogger
 
 from mmanon.datasets.toy_ava import PRESETS, annotation_paths, generate_toy_ava
 
@@ -59,3 +61,15 @@ def run_tool():
     arguments) and returns the completed process; the test fails with the script's output if it exits
     non-zero."""
     return _run_tool
+
+
+@pytest.fixture
+def logged_warnings():
+    """The warnings mmengine's current logger emits during the test (it does not propagate to caplog)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)

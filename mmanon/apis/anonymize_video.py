@@ -28,7 +28,7 @@ from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
 from mmanon.compat import load_local_checkpoint
-from mmanon.models.utils import anonymize_crops, crop_regions, enlarge_regions, paste_regions
+from mmanon.models.utils import anonymize_crops, crop_regions, enlarge_regions, paste_regions, to_uint8
 from mmanon.registry import MODELS, build_in_scope
 from .face_detection import build_face_detector
 from .face_tracking import IoUTracker
@@ -380,7 +380,7 @@ def anonymize_regions(frame: np.ndarray, regions: torch.Tensor, anonymizer: Call
     with torch.no_grad():
         patches = anonymize_crops(anonymizer, crop_regions(clip, inds, local))
         clip = paste_regions(clip, inds, local, patches, feather)
-    rgb = clip[0, :, 0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    rgb = to_uint8(clip[0, :, 0].permute(1, 2, 0)).cpu().numpy()
     out = frame.copy()
     out[y1:y2, x1:x2] = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     return out

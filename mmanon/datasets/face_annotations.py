@@ -48,7 +48,10 @@ def _optional_int(text: str, field: str) -> int:
     text = text.strip()
     if text == '':
         return -1
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f'{field} must be an integer (or empty for unknown), got {text!r}') from None
     if value < -1:
         raise ValueError(f'{field} must be >= -1 (or empty for unknown), got {value}')
     return value

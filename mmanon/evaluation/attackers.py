@@ -15,7 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
+from mmengine.config import Config
 
+from mmanon.compat import load_local_checkpoint
 from mmanon.registry import MODELS, build_in_scope
 
 Embeddings = Optional[Tuple[np.ndarray, np.ndarray]]
@@ -124,9 +126,11 @@ class DiscriminatorAttacker:
 class CheckpointAttacker(CropAttacker):
     """A :class:`FaceDiscriminatorHead` trained separately as an attacker.
 
-    The checkpoint is a ``torch.save`` file of a dict with ``'config'``, the head's constructor arguments as
-    plain Python values, and ``'state_dict'``, its weights; it is loaded with ``weights_only=True``. The head
-    runs on the device of the crops it is given.
+    The checkpoint is either what ``tools/analysis/train_attacker.py`` writes, a dict with ``'config'`` (the
+    head's constructor arguments as plain Python values) and ``'state_dict'`` (its weights), or a
+    ``tools/train.py`` checkpoint of a :class:`FaceIdentityClassifier` (a discriminator pre-trained on a
+    face-identity dataset), whose head is read from its config and weights. Checkpoints are loaded with
+    ``weights_only=True`` (see :mod:`mmanon.compat`). The head runs on the device of the crops it is given.
 
     Args:
         checkpoint (str): Path of the checkpoint.
@@ -137,12 +141,9 @@ class CheckpointAttacker(CropAttacker):
 
     def __init__(self, checkpoint: str, name: Optional[str] = None, batch_size: int = 64) -> None:
         super().__init__(name or osp.splitext(osp.basename(checkpoint))[0], batch_size)
-        saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
-        if not isinstance(saved, dict) or not {'config', 'state_dict'} <= saved.keys():
-            raise ValueError(f'{checkpoint} is not an attacker checkpoint: expected a dict with the keys '
-                             f"'config' and 'state_dict'")
-        self.head = build_in_scope(MODELS, dict(type='FaceDiscriminatorHead', **saved['config']))
-        self.head.load_state_dict(saved['state_dict'])
+        config, state_dict = _head_of_checkpoint(checkpoint)
+        self.head = build_in_scope(MODELS, dict(type='FaceDiscriminatorHead', **config))
+        self.head.load_state_dict(state_dict)
         self.head.eval()
 
     @property
@@ -152,6 +153,21 @@ class CheckpointAttacker(CropAttacker):
     def _embed_batch(self, crops: torch.Tensor) -> np.ndarray:
         self.head.to(crops.device)
         return self.head(crops.float()).cpu().numpy()
+
+
+def _head_of_checkpoint(path: str) -> Tuple[dict, dict]:
+    """The constructor arguments and weights of the face head a checkpoint holds (see CheckpointAttacker)."""
+    saved = load_local_checkpoint(path, map_location='cpu')
+    if isinstance(saved, dict) and {'config', 'state_dict'} <= saved.keys():
+        return saved['config'], saved['state_dict']
+    cfg_text = saved.get('meta', {}).get('cfg') if isinstance(saved, dict) else None
+    head = Config.fromstring(cfg_text, '.py').get('model', {}).get('head') if cfg_text else None
+    if head is None or 'state_dict' not in saved or not str(head.get('type')).endswith('FaceDiscriminatorHead'):
+        raise ValueError(f'{path} is neither an attacker checkpoint (a dict with the keys \'config\' and '
+                         '\'state_dict\') nor a tools/train.py checkpoint of a FaceIdentityClassifier')
+    config = {key: value for key, value in head.to_dict().items() if key != 'type'}
+    state_dict = {key[len('head.'):]: value for key, value in saved['state_dict'].items() if key.startswith('head.')}
+    return config, state_dict
 
 
 class DlibAttacker(CropAttacker):

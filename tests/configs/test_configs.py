@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mmanon.compat import load_local_checkpoint
-from mmanon.registry import DATASETS, HOOKS
+from mmanon.registry import HOOKS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs/detection/*/*.py')))

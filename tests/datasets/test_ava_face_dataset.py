@@ -1,4 +1,3 @@
-import logging
 import math
 import os
 import os.path as osp
@@ -12,7 +11,6 @@ from mmaction.datasets.transforms import SampleAVAFrames
 from mmaction.registry import DATASETS, MODELS
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
@@ -66,18 +64,6 @@ def toy(tmp_path_factory):
         face_file=paths['face_file_train'],
         pipeline=train_pipeline())
     return dict(paths=paths, cfg=cfg)
-
-
-@pytest.fixture
-def logged_warnings():
-    """The warnings mmengine's current logger emits during the test (it does not propagate to caplog)."""
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 def skip_warnings(messages):
@@ -172,7 +158,7 @@ def check_faces_on_marked_pixels(packed):
 @pytest.mark.parametrize('flip_ratio', [1, 0])
 def test_faces_follow_rescale_crop_and_flip(marked, flip_ratio):
     dataset = build(pipeline=train_pipeline(flip_ratio, scale_range=(64, 128)), **marked)
-    checked, flips = 0, set()
+    checked = 0
     for seed in range(8):
         np.random.seed(seed)
         packed = dataset[0]

@@ -1,7 +1,6 @@
 """FaceIdentityDataset and its transforms on generated faces: labels of both layouts, alignment onto the
 template, the augmentations, and every kind of bad input (raised naming the file and row, or skipped and
 counted)."""
-import logging
 import os
 import os.path as osp
 import shutil
@@ -9,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 from mmanon.datasets import FaceImageError, FaceIdentityDataset
 from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces, lfw_image_path
@@ -33,18 +31,6 @@ def copied(faces, tmp_path):
     out_dir = str(tmp_path / 'faces')
     shutil.copytree(osp.dirname(faces['images']), out_dir)
     return {key: osp.join(out_dir, osp.relpath(path, osp.dirname(faces['images']))) for key, path in faces.items()}
-
-
-@pytest.fixture
-def logged_warnings():
-    """The warnings mmengine's current logger emits during the test (it does not propagate to caplog)."""
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
 
 
 def build(paths, pipeline=PIPELINE, **kwargs):

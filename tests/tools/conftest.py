@@ -21,3 +21,13 @@ def learned_checkpoint(tmp_path):
     path = tmp_path / 'learned.pth'
     torch.save(dict(state_dict=state, meta=dict(cfg=cfg.pretty_text)), path)
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tools' models are tiny here: synchronising threads costs more than they save, ten times more on a
+    busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ from mmengine.config import Config
 
 from mmanon.datasets.face_annotations import load_face_file
 from mmanon.evaluation.metrics import FacePrivacyMetric
-from test_train_attacker import one_thread, write_face_config  # noqa: F401  (shared with the other tool tests)
+from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
 
 import privacy_utility  # noqa: E402,I100  (tools/analysis is on sys.path, see test_train_attacker)
 import train_attacker  # noqa: E402

@@ -10,9 +10,10 @@ import torch
 from mmaction.structures import ActionDataSample
 from torch.utils.data import Dataset
 
-from mmanon.datasets.toy_ava import annotation_paths, generate_toy_ava, spec_from_preset
+from mmanon.datasets.toy_ava import generate_toy_ava, spec_from_preset
 from mmanon.evaluation.attackers import build_attacker
 from mmanon.registry import DATASETS
+from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMOKE = osp.join(REPO, 'configs', 'detection', 'slowonly', 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py')
@@ -21,41 +22,6 @@ sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
 import train_attacker  # noqa: E402
 
 FAST = ['--num-workers', '0', '--device', 'cpu', '--epochs', '40', '--batch-size', '8', '--val-fraction', '0.5']
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tools' models are tiny here: synchronising threads costs more than they save, ten times more on a
-    busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_face_config(path, data_dir='data/ava_fixture', anonymizer='IdentityAnonymizer', **anonymizer_args):
-    """The smoke config made face-aware, as the analysis tools need it: AVAFaceDataset with the face files of
-    ``data_dir`` (a generated toy benchmark) and an AnonymizerDataPreprocessor with the given anonymizer."""
-    paths = annotation_paths(str(data_dir))
-    datasets = {
-        split: dict(type='mmanon.AVAFaceDataset', ann_file=paths[f'ann_file_{split}'],
-                    exclude_file=paths[f'exclude_file_{split}'], proposal_file=paths[f'proposal_file_{split}'],
-                    face_file=paths[f'face_file_{split}'], label_file=paths['label_file'],
-                    data_prefix=dict(img=paths['data_root']))
-        for split in ('train', 'val')
-    }
-    evaluator = dict(ann_file=paths['ann_file_val'], exclude_file=paths['exclude_file_val'],
-                     label_file=paths['label_file'])
-    preprocessor = dict(type='mmanon.AnonymizerDataPreprocessor', anonymizer=dict(type=anonymizer, **anonymizer_args),
-                        face_crop_size=(32, 32))
-    path.write_text(f'_base_ = {SMOKE!r}\n'
-                    f'model = dict(data_preprocessor={preprocessor!r})\n'
-                    f'train_dataloader = dict(dataset={datasets["train"]!r})\n'
-                    f'val_dataloader = dict(dataset={datasets["val"]!r})\n'
-                    'test_dataloader = val_dataloader\n'
-                    f'val_evaluator = {evaluator!r}\n'
-                    'test_evaluator = val_evaluator\n')
-    return str(path)
 
 
 def fewest_correct_beyond_chance(num: int, chance: float, alpha: float = 1e-3) -> int:

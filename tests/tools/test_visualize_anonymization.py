@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from test_train_attacker import one_thread, write_face_config  # noqa: F401  (shared with the other tool tests)
+from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
 
 import train_attacker  # noqa: E402,I100  (tools/analysis is on sys.path, see test_train_attacker)
 import visualize_anonymization as tool  # noqa: E402

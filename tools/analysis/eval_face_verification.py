@@ -44,7 +44,7 @@ from mmanon.datasets import FaceAlign, LoadFaceImage, PackFaceInputs, load_landm
 from mmanon.datasets.toy_faces import lfw_image_path
 from mmanon.evaluation.attackers import AttackerUnavailable, build_attacker
 from mmanon.evaluation.functional import l2_normalize, roc_auc
-from mmanon.models.utils import anonymize_crops
+from mmanon.models.utils import anonymize_crops, to_uint8
 from mmanon.registry import MODELS, build_in_scope
 
 COLUMNS = ('attacker', 'anonymizer', 'pairs', 'accuracy', 'accuracy_std', 'threshold', 'roc_auc', 'num_pairs',
@@ -181,7 +181,7 @@ def anonymize(anonymizer: torch.nn.Module, crops: torch.Tensor, batch_size: int,
     parts = []
     for start in range(0, len(crops), batch_size):
         batch = crops[start:start + batch_size].to(device).float()
-        parts.append(anonymize_crops(anonymizer, [batch])[0].round().clamp(0, 255).to(torch.uint8).cpu())
+        parts.append(to_uint8(anonymize_crops(anonymizer, [batch])[0]).cpu())
     return torch.cat(parts)
 
 

@@ -37,11 +37,10 @@ from mmengine.visualization import Visualizer
 from torch.utils.data import DataLoader, Subset
 
 import mmanon  # noqa: F401  (applies the compatibility fixes and registers mmanon's components)
+from mmanon.apis.faces import clip_faces, collect_faces, face_loader, load_detector
 from mmanon.datasets.ava_face_dataset import faces_in_clip
+from mmanon.models.utils import to_uint8
 from mmanon.registry import MODELS, build_in_scope
-# tools/analysis is on sys.path when this file runs as a script: the faces are read exactly as the attacker
-# reads them.
-from train_attacker import clip_faces, collect_faces, face_loader, load_detector, to_uint8
 
 # Layout of the face grid, in pixels.
 GRID_PAD = 4

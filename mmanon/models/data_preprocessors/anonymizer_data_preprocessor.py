@@ -11,7 +11,7 @@ from torch import Tensor
 
 from mmanon.registry import MODELS, build_in_scope
 from ..utils import (anonymize_crops, attach_loss, crop_regions, enlarge_regions, frozen_call, head_regions,
-                     paste_regions, resize_crops)
+                     paste_regions, resize_crops, to_uint8)
 
 
 class FaceBatch:
@@ -301,8 +301,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         """Give each data sample its faces, for the privacy metrics."""
         fields = dict(
             identities=faces.identities,
-            raw_crops=faces.raw.round().clamp(0, 255).to(torch.uint8),
-            anonymized_crops=faces.anonymized.round().clamp(0, 255).to(torch.uint8))
+            raw_crops=to_uint8(faces.raw),
+            anonymized_crops=to_uint8(faces.anonymized))
         if self.discriminator is not None and len(faces):
             fields['raw_embeddings'] = self.discriminator(faces.raw)
             fields['anonymized_embeddings'] = self.discriminator(faces.anonymized)

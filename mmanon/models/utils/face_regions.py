@@ -152,3 +152,8 @@ def paste_regions(clips: Tensor, sample_inds: Tensor, regions: Tensor, patches: 
         region = clips[n, :, :, y1:y2, x1:x2]
         clips[n, :, :, y1:y2, x1:x2] = torch.lerp(region, patch.transpose(0, 1).contiguous(), mask)
     return clips
+
+
+def to_uint8(pixels: Tensor) -> Tensor:
+    """Float pixel values as uint8 pixels, rounded and clipped to [0, 255]."""
+    return pixels.round().clamp(0, 255).to(torch.uint8)

@@ -10,7 +10,7 @@ from mmengine.structures import InstanceData
 
 from mmanon.models import AnonymizerDataPreprocessor
 from mmanon.models.utils import enlarge_regions, head_regions
-from mmanon.registry import MODELS, build_in_scope
+from mmanon.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 ANONYMIZER_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs/_base_/anonymizers/*.py')))

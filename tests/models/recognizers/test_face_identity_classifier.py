@@ -13,6 +13,7 @@ from mmengine.registry import DefaultScope
 
 from mmanon.compat import load_local_checkpoint
 from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces
+from mmanon.evaluation.attackers import build_attacker
 from mmanon.registry import MODELS, build_in_scope
 
 TOY_CONFIG = 'configs/face_identity/face-discriminator_1xb16-10e_toy-faces-32x32.py'
@@ -113,3 +114,15 @@ def test_overlay_line_initialises_the_discriminator_of_the_whole_detector(pretra
     saved = load_local_checkpoint(checkpoint)['state_dict']
     for name, value in detector.data_preprocessor.discriminator.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), saved[f'head.{name}'].numpy(), err_msg=name)
+
+
+def test_pretrained_classifier_serves_as_a_checkpoint_attacker(pretrained):
+    checkpoint, _ = pretrained
+    attacker = build_attacker(dict(type='checkpoint', checkpoint=checkpoint))
+    saved = load_local_checkpoint(checkpoint)['state_dict']
+    for name, value in attacker.head.state_dict().items():
+        assert torch.equal(value, saved[f'head.{name}']), name
+    crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = attacker.head(crops.float()).numpy()
+    np.testing.assert_allclose(attacker.embed(crops), expected, rtol=1e-5, atol=1e-6)
