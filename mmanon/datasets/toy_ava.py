@@ -1,9 +1,12 @@
 """A deterministic generator of small benchmarks in the exact AVA layout, with identifiable faces.
 
 Each video shows 1 to ``max_persons`` stick figures in front of a static background. A figure's action is
-visible only in its motion over time (in any single frame every action looks alike); its identity is visible
-only in its face (shape, colour and texture), and identities recur across videos and splits with different
-clothes. The generator writes what an AVA config expects (rawframes, train/val CSVs, excluded timestamps, label
+visible only in its motion over time (in any single frame every action looks alike): its limbs or its head
+move, while its body stays in place, so that a face keeps to its keyframe's region over a clip. A figure
+takes a new action for every keyframe (the second around it), so that its looks never tell what it does. Its identity
+is visible only in its face (shape, colour and texture), and identities recur across videos and splits with
+different clothes. Now and then a large object passes in front of the scene; the keyframes it hides are the
+excluded timestamps. The generator writes what an AVA config expects (rawframes, train/val CSVs, excluded timestamps, label
 map, dense proposals) plus the face CSV read by :class:`mmanon.datasets.AVAFaceDataset`.
 
 Layout under ``out_dir``::
@@ -30,7 +33,8 @@ import numpy as np
 from .face_annotations import FaceRecord, dump_face_file
 
 # Label ids start at 1, as in AVA. 'nod' moves only the head, so it lives inside the face region.
-ACTIONS = ('stand', 'walk', 'jump', 'wave', 'nod')
+ACTIONS = ('stand', 'march', 'wave', 'clap', 'nod')
+OCCLUSION_PROBABILITY = 0.1  # per keyframe
 FACE_SHAPES = ('circle', 'square', 'diamond', 'triangle')
 FACE_COLOURS = ((150, 190, 235), (80, 125, 175), (45, 65, 105))  # BGR skin tones: light, tan, dark
 FACE_TEXTURES = ('plain', 'stripes', 'dots')
@@ -45,9 +49,9 @@ class ToyAVASpec:
     """What to generate.
 
     Args:
-        num_train_videos (int): Videos in the train split. Defaults to 32.
-        num_val_videos (int): Videos in the val split. Defaults to 10.
-        keyframes_per_video (int): Annotated seconds per video, from second 902. Defaults to 6.
+        num_train_videos (int): Videos in the train split. Defaults to 96.
+        num_val_videos (int): Videos in the val split. Defaults to 24.
+        keyframes_per_video (int): Annotated seconds per video, from second 902. Defaults to 3.
         fps (int): Frames per second of the rawframes. Defaults to 30.
         frame_size (tuple[int, int]): (height, width) of the frames. Defaults to (112, 160).
         num_identities (int): Distinct faces, at most ``MAX_IDENTITIES``; shared by both splits.
@@ -57,9 +61,9 @@ class ToyAVASpec:
         version (str): AVA version in the file names. Defaults to 'v2.1'.
         jpeg_quality (int): Quality of the frame JPEGs. Defaults to 90.
     """
-    num_train_videos: int = 32
-    num_val_videos: int = 10
-    keyframes_per_video: int = 6
+    num_train_videos: int = 96
+    num_val_videos: int = 24
+    keyframes_per_video: int = 3
     fps: int = 30
     frame_size: Tuple[int, int] = (112, 160)
     num_identities: int = 24
@@ -112,10 +116,11 @@ def identity_appearance(identity: int) -> Tuple[str, Tuple[int, int, int], str]:
 
 @dataclass
 class _Person:
-    """One figure of one video: fixed traits and the motion parameters of its action."""
+    """One figure of one video: fixed traits, its action in each keyframe's second and their motion
+    parameters."""
     entity_id: int
     identity: int
-    action: int  # index into ACTIONS
+    actions: Tuple[int, ...]  # indices into ACTIONS, one per keyframe
     height: float
     x0: float
     feet_y: float
@@ -123,63 +128,56 @@ class _Person:
     arm_angles: Tuple[float, float]  # degrees from straight down, left and right arm
     leg_spread: float  # degrees between each leg and the vertical
     head_dy: float
-    speed: float  # pixels per second, signed (walk)
-    period: float  # seconds (jump, wave, nod, leg swing)
+    period: float  # seconds, of every periodic motion
     phase: float
 
 
 def _sample_person(rng: np.random.Generator, entity_id: int, identity: int, slot: Tuple[float, float],
-                   height: float, frame_size: Tuple[int, int]) -> _Person:
-    h, w = frame_size
+                   height: float, frame_size: Tuple[int, int], num_keyframes: int) -> _Person:
+    h = frame_size[0]
     lo, hi = slot
     return _Person(
         entity_id=entity_id,
         identity=identity,
-        action=int(rng.integers(len(ACTIONS))),
+        actions=tuple(int(a) for a in rng.integers(len(ACTIONS), size=num_keyframes)),
         height=float(height),
         x0=rng.uniform(lo, hi),
         feet_y=h - rng.uniform(0.06, 0.14) * h,
         clothes=tuple(int(c) for c in rng.integers(40, 230, size=3)),
-        arm_angles=(rng.uniform(15, 150), rng.uniform(15, 150)),
+        # Half of the figures hold their arms symmetrically, so that a clapper's pose is no giveaway.
+        arm_angles=tuple(rng.uniform(15, 150, size=2)[[0, 0]] if rng.random() < 0.5 else rng.uniform(15, 150, size=2)),
         leg_spread=rng.uniform(6, 22),
         head_dy=rng.uniform(-0.025, 0.025) * height,
-        speed=rng.choice((-1, 1)) * rng.uniform(0.18, 0.24) * height,
         period=rng.uniform(0.45, 0.6),
         phase=rng.uniform(0, 2 * math.pi))
 
 
-def _pose(person: _Person, t: float, slot: Tuple[float, float]) -> dict:
-    """Where the parts of ``person`` are at ``t`` seconds after the video start."""
-    action = ACTIONS[person.action]
+def _keyframe_index(t: float, num_keyframes: int) -> int:
+    """The keyframe whose second (from half a second before it to half a second after) holds ``t``."""
+    return min(max(int(math.floor(t - (FIRST_KEYFRAME - TIMESTAMP_START) + 0.5)), 0), num_keyframes - 1)
+
+
+def _pose(person: _Person, t: float) -> dict:
+    """Where the parts of ``person`` are at ``t`` seconds after the video start.
+
+    A still figure holds limb angles and a head offset drawn from the ranges that the moving ones sweep, so that
+    no single frame tells the actions apart.
+    """
+    action = ACTIONS[person.actions[_keyframe_index(t, len(person.actions))]]
     wave = math.sin(2 * math.pi * t / person.period + person.phase)
-    x, feet_y = person.x0, person.feet_y
     arms = list(person.arm_angles)
-    leg_spread, head_dy = person.leg_spread, person.head_dy
-    if action == 'walk':
-        # Walk back and forth inside the slot (a triangle wave in x), legs swinging.
-        lo, hi = slot
-        span = hi - lo
-        travelled = (person.x0 - lo) + person.speed * t
-        cycle = travelled % (2 * span)
-        x = lo + (cycle if cycle <= span else 2 * span - cycle)
-        leg_spread = 14 + 12 * wave
-    elif action == 'jump':
-        feet_y -= 0.09 * person.height * abs(wave)
+    legs = [person.leg_spread, person.leg_spread]
+    head_dy = person.head_dy
+    if action == 'march':
+        legs = [14 + 16 * wave, 14 - 16 * wave]
+        arms = [60 - 40 * wave, 60 + 40 * wave]
     elif action == 'wave':
         arms[1] = 95 + 55 * wave
+    elif action == 'clap':
+        arms = [100 + 45 * wave] * 2
     elif action == 'nod':
         head_dy = 0.06 * person.height * wave
-    return dict(x=x, feet_y=feet_y, arms=arms, leg_spread=leg_spread, head_dy=head_dy)
-
-
-def _walk_reverses(person: _Person, t0: float, t1: float, slot: Tuple[float, float]) -> bool:
-    """Whether a walker turns around between ``t0`` and ``t1`` (its motion is then ambiguous)."""
-    if ACTIONS[person.action] != 'walk':
-        return False
-    lo, hi = slot
-    span = hi - lo
-    cycles = [((person.x0 - lo) + person.speed * t) // span for t in (t0, t1)]
-    return cycles[0] != cycles[1]
+    return dict(x=person.x0, feet_y=person.feet_y, arms=arms, legs=legs, head_dy=head_dy)
 
 
 def _geometry(person: _Person, pose: dict) -> dict:
@@ -191,8 +189,10 @@ def _geometry(person: _Person, pose: dict) -> dict:
     hip_y = feet_y - leg_len
     shoulder_y = hip_y - torso_h
     head_cy = shoulder_y - 0.04 * s - head_h / 2 + pose['head_dy']
-    spread = math.radians(pose['leg_spread'])
-    legs = [((x, hip_y), (x + side * leg_len * math.sin(spread), feet_y)) for side in (-1, 1)]
+    legs = []
+    for side, spread in zip((-1, 1), pose['legs']):
+        a = math.radians(spread)
+        legs.append(((x, hip_y), (x + side * leg_len * math.sin(a), hip_y + leg_len * math.cos(a))))
     arm_len = 0.34 * s
     arms = []
     for side, angle in zip((-1, 1), pose['arms']):
@@ -263,6 +263,13 @@ def _draw_person(img: np.ndarray, person: _Person, geo: dict) -> None:
     _draw_face(img, geo['head'], person.identity)
 
 
+def _draw_occluder(img: np.ndarray, colour: Tuple[int, int, int], t: float) -> None:
+    """A large object passing in front of the scene (it slides a little, so that it is not background)."""
+    h, w = img.shape[:2]
+    x = int(0.1 * w + 0.05 * w * math.sin(4 * t))
+    img[:, x:x + int(0.8 * w)] = colour
+
+
 def _background(rng: np.random.Generator, frame_size: Tuple[int, int]) -> np.ndarray:
     h, w = frame_size
     top, bottom = rng.integers(60, 200, size=(2, 3))
@@ -297,11 +304,16 @@ def _generate_video(spec: ToyAVASpec, split: str, index: int, frame_dir: Optiona
     slot_w = w / num_persons
     slots = [(i * slot_w + 0.2 * s, (i + 1) * slot_w - 0.2 * s) for i, s in enumerate(heights)]
     identities = rng.choice(spec.num_identities, size=num_persons, replace=False)
-    persons = [_sample_person(rng, i, int(identities[i]), slots[i], heights[i], spec.frame_size)
-               for i in range(num_persons)]
+    persons = [
+        _sample_person(rng, i, int(identities[i]), slots[i], heights[i], spec.frame_size, spec.keyframes_per_video)
+        for i in range(num_persons)
+    ]
     background = _background(rng, spec.frame_size)
     jitter = rng.normal(0, 1.0, size=(spec.keyframes_per_video, num_persons, 4))
     scores = rng.uniform(0.9, 1.0, size=(spec.keyframes_per_video, num_persons))
+    keyframe_times = FIRST_KEYFRAME - TIMESTAMP_START + np.arange(spec.keyframes_per_video)
+    occluded = set(keyframe_times[rng.random(spec.keyframes_per_video) < OCCLUSION_PROBABILITY].tolist())
+    occluder = tuple(int(c) for c in rng.integers(60, 200, size=3))
 
     num_frames = (FIRST_KEYFRAME - TIMESTAMP_START + spec.keyframes_per_video + 1) * spec.fps
     if frame_dir is not None:
@@ -309,8 +321,10 @@ def _generate_video(spec: ToyAVASpec, split: str, index: int, frame_dir: Optiona
         for k in range(num_frames):
             t = k / spec.fps
             img = background.copy()
-            for person, slot in zip(persons, slots):
-                _draw_person(img, person, _geometry(person, _pose(person, t, slot)))
+            for person in persons:
+                _draw_person(img, person, _geometry(person, _pose(person, t)))
+            if any(abs(t - hidden) <= 0.5 for hidden in occluded):
+                _draw_occluder(img, occluder, t)
             cv2.imwrite(osp.join(frame_dir, f'img_{k + 1:05d}.jpg'), img,
                         [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
 
@@ -319,15 +333,16 @@ def _generate_video(spec: ToyAVASpec, split: str, index: int, frame_dir: Optiona
         timestamp = FIRST_KEYFRAME + k
         t = timestamp - TIMESTAMP_START
         boxes = []
-        for p, (person, slot) in enumerate(zip(persons, slots)):
-            geo = _geometry(person, _pose(person, t, slot))
+        for person in persons:
+            geo = _geometry(person, _pose(person, t))
             box = _norm_box(_person_box(geo), spec.frame_size)
             boxes.append(box)
-            rows['ann'].append(f'{video_id},{timestamp},{_fmt(box)},{person.action + 1},{person.entity_id}')
+            action = person.actions[k] + 1
+            rows['ann'].append(f'{video_id},{timestamp},{_fmt(box)},{action},{person.entity_id}')
             face = _norm_box(np.array(geo['head']), spec.frame_size)
             rows['faces'].append(
                 FaceRecord(video_id, timestamp, tuple(face.tolist()), person.identity, person.entity_id))
-        if any(_walk_reverses(p, t - 0.4, t + 0.4, s) for p, s in zip(persons, slots)):
+        if t in occluded:
             rows['excluded'].append(f'{video_id},{timestamp}')
         proposals = np.clip(np.stack(boxes) + jitter[k] / np.array([w, h, w, h]), 0, 1)
         rows['proposals'][f'{video_id},{timestamp:04d}'] = np.concatenate(

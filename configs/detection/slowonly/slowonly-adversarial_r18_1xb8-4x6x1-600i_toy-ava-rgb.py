@@ -1,5 +1,6 @@
 # The paper's adversarial training on the toy benchmark: the stock detector sees faces modified by a learned
-# anonymizer M, which is trained to fool a face discriminator D while keeping actions detectable.
+# anonymizer M, which is trained to fool a face discriminator D while keeping actions detectable. M fights D
+# with the maximum-entropy objective: it must leave D's identity posterior uniform, not merely wrong.
 _base_ = './slowonly_r18_1xb8-4x6x1-600i_toy-ava-rgb.py'
 
 model = dict(
@@ -12,8 +13,7 @@ model = dict(
             base_channels=16,
             num_stages=3,
             embed_dims=64),
-        adversarial_loss='negative_ce',
-        ce_cap=6.0,
+        adversarial_loss='uniform',
         l1_weight=1.0))
 custom_hooks = [
     dict(type='mmanon.RandomStateHook'),
@@ -21,7 +21,7 @@ custom_hooks = [
         type='mmanon.AdversarialTrainingHook',
         discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-3)),
         warmup_iters=100,
-        ramp_iters=100,
+        ramp_iters=200,
         adversarial_weight=1.0)
 ]
 # The detector and M share the detector's optimizer; D is trained by the hook with its own.

@@ -1,4 +1,5 @@
-# The stock SlowOnly AVA 2.1 detector, shrunk to ResNet-18 trained from scratch, on the generated toy benchmark
+# The stock SlowOnly AVA 2.1 detector, shrunk to a half-width ResNet-18 trained from scratch, on the generated
+# toy benchmark
 #   python tools/data/make_toy_ava.py data/toy_ava
 # This is the raw reference of the main job (tools/run_toy.sh): its preprocessor anonymizes with the identity,
 # so the detector's input is bit-identical to the stock preprocessor's, and the privacy metrics see raw faces.
@@ -8,8 +9,8 @@ custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
 
 model = dict(
     init_cfg=None,
-    backbone=dict(depth=18),
-    roi_head=dict(bbox_head=dict(in_channels=512, num_classes=6, topk=(1, 3))),
+    backbone=dict(depth=18, base_channels=32),
+    roi_head=dict(bbox_head=dict(in_channels=256, num_classes=6, topk=(1, 3))),
     data_preprocessor=dict(
         type='mmanon.AnonymizerDataPreprocessor',
         anonymizer=dict(type='IdentityAnonymizer'),

@@ -82,7 +82,10 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         adversarial_loss (str): How the anonymizer fights the discriminator: ``'negative_ce'`` maximises the
             discriminator's identity cross-entropy on anonymized faces (capped at ``ce_cap``, beyond which the
             face counts as fooled); ``'embedding'`` minimises the cosine similarity of the anonymized face's
-            embedding to the raw face's. Defaults to 'negative_ce'.
+            embedding to the raw face's; ``'uniform'`` (maximum entropy) minimises the cross-entropy of the
+            discriminator's identity posterior against the uniform distribution, so that the face tells it
+            nothing, rather than something wrong (a wrong but consistent answer is still an identity, which an
+            attacker retrained on anonymized faces learns back). Defaults to 'negative_ce'.
         ce_cap (float, optional): Cap of the cross-entropy for ``'negative_ce'``. Defaults to None (no cap).
         adversarial_weight (float): Initial weight of the adversarial loss; the hook schedules it.
             Defaults to 0.
@@ -114,8 +117,9 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             raise ValueError(f'feather must be in [0, 0.5], got {feather}')
         if not 0 < head_ratio <= 1:
             raise ValueError(f'head_ratio must be in (0, 1], got {head_ratio}')
-        if adversarial_loss not in ('negative_ce', 'embedding'):
-            raise ValueError(f"adversarial_loss must be 'negative_ce' or 'embedding', got {adversarial_loss!r}")
+        if adversarial_loss not in ('negative_ce', 'embedding', 'uniform'):
+            raise ValueError(f"adversarial_loss must be 'negative_ce', 'embedding' or 'uniform', got "
+                             f'{adversarial_loss!r}')
         if kwargs.get('blending') is not None:
             raise ValueError('AnonymizerDataPreprocessor does not support batch blending: blended clips would mix '
                              'anonymized and raw faces of different clips')
@@ -291,6 +295,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         if self.adversarial_loss == 'embedding':
             raw = frozen_call(self.discriminator, faces.raw).detach()
             return F.cosine_similarity(anonymized, raw, dim=1).mean()
+        if self.adversarial_loss == 'uniform':
+            return -F.log_softmax(logits, dim=1).mean()
         ce = F.cross_entropy(logits, faces.identities, reduction='none')
         if self.ce_cap is not None:
             ce = ce.clamp(max=self.ce_cap)

@@ -72,7 +72,7 @@ def test_discriminator_steps_lower_its_loss():
     assert scalars['adv_acc_raw'] == 1.0
 
 
-@pytest.mark.parametrize('adversarial_loss', ['negative_ce', 'embedding'])
+@pytest.mark.parametrize('adversarial_loss', ['negative_ce', 'embedding', 'uniform'])
 def test_anonymizer_steps_with_frozen_discriminator_raise_its_loss(adversarial_loss):
     preprocessor = make_players(adversarial_loss)
     hook = AdversarialTrainingHook(discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=3e-3)))
