@@ -205,7 +205,7 @@ def _geometry(person: _Person, pose: dict) -> dict:
         torso=(x - torso_w / 2, shoulder_y, x + torso_w / 2, hip_y),
         neck=((x, shoulder_y), (x, head_cy + head_h / 2)),
         head=(x - head_w / 2, head_cy - head_h / 2, x + head_w / 2, head_cy + head_h / 2),
-        thickness=max(1, int(round(0.045 * s))))
+        thickness=max(1, int(round(0.07 * s))))
 
 
 def _person_box(geo: dict) -> np.ndarray:
