@@ -89,6 +89,7 @@ def test_adaptive_numbers_match_the_metric_on_the_val_faces(report, ava_fixture,
     for column, key in (('reid_top1/adaptive', 'reid_top1'), ('chance', 'reid_chance'), ('roc_auc', 'roc_auc'),
                         ('tar@far=0.01', 'tar@far=0.01')):
         assert float(row[column]) == pytest.approx(expected[f'privacy/adaptive/{key}'], abs=1e-9), column
+    assert float(row['majority']) == pytest.approx(expected['privacy/reid_majority'], abs=1e-9)
     # Chance is one over the identities of the fixture's val faces.
     identities = {face.identity for face in load_face_file(ava_fixture['face_file_val']) if face.identity >= 0}
     assert float(row['chance']) == 1 / len(identities)

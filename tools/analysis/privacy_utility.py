@@ -33,6 +33,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import shlex
 import subprocess
 import sys
@@ -71,6 +72,10 @@ FAR = 0.01
 ATTACKER_FILE = 'adaptive_attacker.pth'
 TEST_CONFIG_FILE = 'privacy_test_config.py'
 REPORT_NAME = 'privacy_utility'
+
+
+# The lines of a step's output worth showing while it runs: mmengine's iteration logs, the attacker's epochs.
+PROGRESS = re.compile(r'(Iter|Epoch)\((train|val|test)\)|^epoch \d+')
 
 
 class StepFailed(RuntimeError):
@@ -166,10 +171,17 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def run_step(command: List[str], log: str, what: str) -> None:
-    """Run one step's command with its output in ``log``; raise :class:`StepFailed` naming the log on failure."""
+    """Run one step's command with its output in ``log`` and its progress lines (training and test
+    iterations, attacker epochs) echoed; raise :class:`StepFailed` naming the log on failure."""
     print(f'  {what}: {shlex.join(command)}\n    log: {log}', flush=True)
     with open(log, 'w', encoding='utf-8') as f:
-        returncode = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors='replace')
+        for line in process.stdout:
+            f.write(line)
+            if PROGRESS.search(line):
+                print(f'    {line.rstrip()[:160]}', flush=True)
+        returncode = process.wait()
     if returncode != 0:
         with open(log, encoding='utf-8', errors='replace') as f:
             tail = ''.join(f.readlines()[-20:])
@@ -249,8 +261,8 @@ def report_rows(results: Dict[str, dict]) -> List[dict]:
     """One report row per method from ``{name: dict(role, metrics)}``, in the given order.
 
     Each row has ``method``, ``role``, ``frame_mAP``, ``mAP_vs_raw`` (NaN without exactly one raw method),
-    ``reid_top1/<attacker>`` for every attacker that some method has, ``chance`` and the adaptive attacker's
-    ``roc_auc`` and ``tar@far=0.01``.
+    ``reid_top1/<attacker>`` for every attacker that some method has, ``chance``, ``majority`` (the top-1 of
+    always naming the most frequent identity) and the adaptive attacker's ``roc_auc`` and ``tar@far=0.01``.
     """
     raw = [r['metrics'].get(FRAME_MAP_KEY) for r in results.values() if r['role'] == 'raw']
     raw_map = _number(raw[0]) if len(raw) == 1 else float('nan')
@@ -264,6 +276,7 @@ def report_rows(results: Dict[str, dict]) -> List[dict]:
         for attacker in attackers:
             row[f'reid_top1/{attacker}'] = _number(metrics.get(f'privacy/{attacker}/reid_top1'))
         row.update(chance=_number(metrics.get(f'privacy/{ADAPTIVE}/reid_chance')),
+                   majority=_number(metrics.get('privacy/reid_majority')),
                    roc_auc=_number(metrics.get(f'privacy/{ADAPTIVE}/roc_auc')),
                    **{f'tar@far={FAR:g}': _number(metrics.get(f'privacy/{ADAPTIVE}/tar@far={FAR:g}'))})
         rows.append(row)
@@ -328,7 +341,8 @@ def write_csv(rows: List[dict], path: str) -> None:
 def _header(column: str) -> str:
     if column.startswith('reid_top1/'):
         return f're-id top-1 ({column.split("/", 1)[1]})'
-    return dict(frame_mAP='frame-mAP', mAP_vs_raw='mAP vs raw', roc_auc=f'ROC-AUC ({ADAPTIVE})',
+    return dict(frame_mAP='frame-mAP', mAP_vs_raw='mAP vs raw', majority='majority guess',
+                roc_auc=f'ROC-AUC ({ADAPTIVE})',
                 **{f'tar@far={FAR:g}': f'TAR@FAR={FAR:.0%} ({ADAPTIVE})'}).get(column, column)
 
 

@@ -72,6 +72,28 @@ def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_
     return float(np.mean(assigned == query_ids[in_gallery])), chance
 
 
+def majority_rate(query_ids: np.ndarray, gallery_ids: np.ndarray) -> float:
+    """Top-1 re-identification rate of an attacker that learned nothing from the faces and always names the
+    most frequent identity: the highest share of the queries that one gallery identity has.
+
+    With identities of uneven frequency this exceeds chance (1 / identities); an anonymizer that leaves no
+    identity cue at all can score anything between the rarest and this share, depending on which template its
+    featureless faces happen to be nearest to.
+
+    Args:
+        query_ids (np.ndarray): (Q,) query identities.
+        gallery_ids (np.ndarray): (G,) gallery identities.
+
+    Returns:
+        float: The share, over the queries whose identity is in the gallery (NaN when there are none).
+    """
+    query_ids = np.asarray(query_ids)
+    in_gallery = query_ids[np.isin(query_ids, np.unique(gallery_ids))]
+    if len(in_gallery) == 0:
+        return float('nan')
+    return float(np.unique(in_gallery, return_counts=True)[1].max() / len(in_gallery))
+
+
 def roc_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     """Exact area under the ROC curve: the probability that a random positive scores above a random negative,
     ties counting 1/2 (the normalised Mann-Whitney U statistic).

@@ -8,7 +8,7 @@ from mmengine.structures import BaseDataElement
 
 from mmanon.registry import METRICS
 from ..attackers import EMBEDDING_KEYS, AttackerUnavailable, build_attacker
-from ..functional import mean_pair_similarity, reidentification_top1, verification_scores
+from ..functional import majority_rate, mean_pair_similarity, reidentification_top1, verification_scores
 
 REQUIRED_FACE_KEYS = ('identities', 'raw_crops', 'anonymized_crops')
 
@@ -32,7 +32,9 @@ class FacePrivacyMetric(BaseMetric):
       similarity (:func:`~mmanon.evaluation.functional.verification_scores`), NaN with a single identity;
     - ``<name>/raw_anon_similarity``: the mean cosine similarity of a face's raw and anonymized embeddings;
 
-    and ``num_faces``, the number of faces of known identity. Lower is more private, except the chance level.
+    ``num_faces``, the number of faces of known identity, and ``reid_majority``, the top-1 rate of an attacker
+    that always names the most frequent identity (above chance when identities are unevenly frequent). Lower is
+    more private, except the chance levels.
 
     ``self.results`` holds one entry per data sample (even one without faces), because mmengine's
     ``collect_results`` restores the dataset order across ranks and drops the samplers' padding by counting
@@ -147,7 +149,8 @@ class FacePrivacyMetric(BaseMetric):
         Returns:
             dict[str, float]: The measures, named as in the class description.
         """
-        metrics = dict(num_faces=sum(len(result['identities']) for result in results))
+        all_identities = np.concatenate([result['identities'] for result in results]) if results else np.zeros(0)
+        metrics = dict(num_faces=len(all_identities), reid_majority=majority_rate(all_identities, all_identities))
         for attacker in self.attackers:
             name = attacker.name
             used = [result for result in results if name in result['embeddings']]

@@ -42,9 +42,10 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
     """MMAction2's data preprocessor with every face of every clip anonymized first.
 
     A drop-in replacement for a stock spatio-temporal detector's ``model.data_preprocessor``: the detector
-    only ever receives anonymized clips, in training, validation and test. Clips are anonymized in pixel
-    space, then normalized exactly as :class:`ActionDataPreprocessor` does (so pixels outside every face
-    region are bit-identical to the stock preprocessor's output).
+    only ever receives anonymized clips, in training, validation and test. The stock preprocessing runs
+    first; then each face region is cut from the raw pixels, anonymized in pixel space, normalized with the
+    stock operations and blended back. Pixels outside every face region are therefore bit-identical to the
+    stock preprocessor's output (and so is a face left unchanged, by the identity anonymizer).
 
     Face regions of a clip, in this order of preference: the face boxes the data sample carries
     (``gt_faces``, see :class:`mmanon.datasets.AVAFaceDataset`); otherwise the top ``head_ratio`` of each

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmanon.evaluation.functional import (l2_normalize, mean_pair_similarity, reidentification_top1, roc_auc,
+from mmanon.evaluation.functional import (l2_normalize, majority_rate, mean_pair_similarity, reidentification_top1, roc_auc,
                                           tar_at_far, verification_scores)
 
 
@@ -126,3 +126,10 @@ def test_shape_errors_are_explained():
         reidentification_top1(np.zeros((2, 3)), np.arange(3), np.zeros((2, 3)), np.arange(2))
     with pytest.raises(ValueError, match='must both be'):
         mean_pair_similarity(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_majority_rate_is_the_share_of_the_most_frequent_gallery_identity():
+    queries = np.array([0, 0, 0, 1, 2, 7])
+    assert majority_rate(queries, np.array([0, 1, 2])) == pytest.approx(3 / 5)  # identity 7 is not in the gallery
+    assert majority_rate(queries, np.array([1, 2])) == pytest.approx(1 / 2)
+    assert np.isnan(majority_rate(queries, np.array([9])))
