@@ -11,12 +11,8 @@ and, for the learned anonymizer, in training mode with a backward pass through i
 """
 import argparse
 import glob
-import os
 import os.path as osp
-import platform
-import statistics
 import sys
-import time
 
 import torch
 from mmengine.config import Config
@@ -26,6 +22,7 @@ import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.model
 from mmaction.models import ActionDataPreprocessor  # noqa: E402
 from mmaction.structures import ActionDataSample  # noqa: E402
 from mmanon.models import AnonymizerDataPreprocessor  # noqa: E402
+from timing import machine, median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], format_shape='NCTHW')
@@ -58,46 +55,30 @@ def make_batch(shape, faces, device):
     return dict(inputs=[x.to(device) for x in inputs], data_samples=samples)
 
 
-def median_time(step, repeats, device):
-    step()  # warm-up (allocations, lazily built kernels)
-    times = []
-    for _ in range(repeats):
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = make_batch(args.batch, args.faces, args.device)
     stock = ActionDataPreprocessor(**NORM).to(args.device)
-    rows = [('stock ActionDataPreprocessor', 'eval', median_time(lambda: stock(batch, False), args.repeats,
-                                                                 args.device))]
+    repeat = [batch] * (args.repeats + 1)  # the first call warms up
+    rows = [('stock ActionDataPreprocessor', 'eval', median_seconds(lambda b: stock(b, False), repeat, 1, args.device))]
     for path in sorted(glob.glob(osp.join(REPO, 'configs/_base_/anonymizers/*.py'))):
         name = osp.basename(path)[:-3]
         ours = AnonymizerDataPreprocessor(anonymizer=Config.fromfile(path).anonymizer, **NORM).to(args.device)
         with torch.no_grad():
-            rows.append((name, 'eval', median_time(lambda: ours(batch, False), args.repeats, args.device)))
+            rows.append((name, 'eval', median_seconds(lambda b: ours(b, False), repeat, 1, args.device)))
         if any(p.requires_grad for p in ours.parameters()):
             ours.l1_weight = 1.0
 
-            def train_step():
-                ours(batch, True)['inputs'].sum().backward()
+            def train_step(b):
+                ours(b, True)['inputs'].sum().backward()
 
-            rows.append((name, 'train (+backward)', median_time(train_step, args.repeats, args.device)))
+            rows.append((name, 'train (+backward)', median_seconds(train_step, repeat, 1, args.device)))
 
     base = rows[0][2]
     print(f'python {" ".join(sys.argv)}')
-    print(f'batch {tuple(args.batch)}, {args.faces} faces per clip, device {args.device}, '
-          f'torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, '
-          f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+    print(f'batch {tuple(args.batch)}, {args.faces} faces per clip, device {args.device}, {machine()}')
     print(f'| {"method":28s} | {"mode":17s} | ms per batch | x stock |')
     print(f'|{"-" * 30}|{"-" * 19}|-------------:|--------:|')
     for name, mode, seconds in rows:

@@ -12,12 +12,8 @@ The median time of ``--iters`` iterations after ``--warmup`` is printed, with th
 """
 import argparse
 import copy
-import os
 import os.path as osp
-import platform
-import statistics
 import sys
-import time
 
 import torch
 from mmengine.config import Config
@@ -29,6 +25,7 @@ import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.model
 from mmaction.registry import MODELS  # noqa: E402
 from mmaction.structures import ActionDataSample  # noqa: E402
 from mmanon.registry import HOOKS, build_in_scope  # noqa: E402
+from timing import machine, median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs/detection/slowonly/slowonly-adversarial_r18_1xb8-4x6x1-600i_toy-ava-rgb.py')
@@ -76,20 +73,6 @@ def make_batches(count, batch_size, shape, num_classes, num_identities, device):
     return batches
 
 
-def time_iterations(step, batches, warmup, device):
-    times = []
-    for i, batch in enumerate(batches):
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step(batch)
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main():
     args = parse_args()
     if args.threads:
@@ -123,13 +106,11 @@ def main():
             if model is adversarial:
                 hook.discriminator_step(model.data_preprocessor.discriminator, model.data_preprocessor.train_faces)
 
-        results[name] = time_iterations(step, batches, args.warmup, args.device)
+        results[name] = median_seconds(step, batches, args.warmup, args.device)
 
     print(f'python {" ".join(sys.argv)}')
     print(f'config {osp.relpath(args.config, REPO)}, batch {batch_size} x (3, {", ".join(map(str, clip_shape(cfg)))}), '
-          f'device {args.device}, torch threads {torch.get_num_threads()}, '
-          f'{platform.processor() or platform.machine()}, '
-          f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+          f'device {args.device}, {machine()}')
     print('| set-up | s per iteration | x stock |')
     print('|---|---:|---:|')
     for name, seconds in results.items():
