@@ -1,9 +1,17 @@
-"""Fixtures of the tool tests: a tiny learned-anonymizer checkpoint in the format of tools/train.py."""
+"""Fixtures of the tool tests: a tiny learned-anonymizer checkpoint in the format of tools/train.py.
+
+The analysis tools import each other as scripts in one folder do, so that folder goes on ``sys.path`` here,
+before any test module of this folder is collected."""
+import os.path as osp
+import sys
+
 import pytest
 import torch
 from mmengine.config import Config
 
 from mmanon.registry import MODELS, build_in_scope
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools', 'analysis'))
 
 TINY_ANONYMIZER = dict(type='ResNetAnonymizer', base_channels=4, num_blocks=1, num_downsamples=1, crop_size=(16, 16))
 

@@ -16,7 +16,7 @@ from mmanon.datasets.face_annotations import load_face_file
 from mmanon.evaluation.metrics import FacePrivacyMetric
 from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
 
-import privacy_utility  # noqa: E402,I100  (tools/analysis is on sys.path, see test_train_attacker)
+import privacy_utility  # noqa: E402,I100  (tools/analysis is on sys.path, see conftest.py)
 import train_attacker  # noqa: E402
 
 METHODS = ('raw', 'solid-mask')

@@ -2,7 +2,6 @@
 ones, writes what the metric's checkpoint attacker loads, and is deterministic."""
 import math
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMOKE = osp.join(REPO, 'configs', 'detection', 'slowonly', 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py')
-# The analysis tools import each other as scripts in one folder do.
-sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
-import train_attacker  # noqa: E402
+import train_attacker  # noqa: E402  (tools/analysis is on sys.path, see conftest.py)
 
 FAST = ['--num-workers', '0', '--device', 'cpu', '--epochs', '40', '--batch-size', '8', '--val-fraction', '0.5']
 

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
 
-import train_attacker  # noqa: E402,I100  (tools/analysis is on sys.path, see test_train_attacker)
+import train_attacker  # noqa: E402,I100  (tools/analysis is on sys.path, see conftest.py)
 import visualize_anonymization as tool  # noqa: E402
 
 SCALE, CELL, NUM_FACES = 2, 64, 3
