@@ -12,11 +12,13 @@ The median time of ``--iters`` iterations after ``--warmup`` is printed, with th
 """
 import argparse
 import copy
+import logging
 import os.path as osp
 import sys
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
@@ -77,6 +79,8 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # The optimizer constructor logs the options of every parameter; the benchmark prints its table only.
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     cfg = Config.fromfile(args.config)
     cfg.model.init_cfg = None
     preprocessor = cfg.model.data_preprocessor

@@ -358,6 +358,12 @@ def verdict_text(verdict: Optional[bool]) -> str:
     return {True: 'the target holds', False: 'the target does not hold', None: 'the target cannot be decided'}[verdict]
 
 
+def _shown_path(path: str) -> str:
+    """A path inside the repository relative to its root, so that the report reads the same on any machine."""
+    relative = osp.relpath(osp.abspath(path), REPO)
+    return path if relative.startswith(os.pardir) else relative
+
+
 def write_markdown(rows: List[dict], methods: Dict[str, str], verdict: Optional[bool], evidence: List[str],
                    failures: Dict[str, str], path: str) -> None:
     columns = csv_columns(rows)
@@ -371,7 +377,7 @@ def write_markdown(rows: List[dict], methods: Dict[str, str], verdict: Optional[
         f'baseline misses at least one of the two. From the numbers above, **{verdict_text(verdict)}**:', '',
         *(f'- {line}' for line in evidence), '',
         f'![frame-mAP against the adaptive attacker\'s re-identification top-1]({REPORT_NAME}.png)', '',
-        'Configs:', '', *(f'- {name}: `{config}`' for name, config in methods.items()),
+        'Configs:', '', *(f'- {name}: `{_shown_path(config)}`' for name, config in methods.items()),
     ]
     if failures:
         lines += ['', 'Failed methods (not in the table):', '', *(f'- {name}: {error.splitlines()[0]}'
