@@ -1,8 +1,8 @@
 # The paper's adversarial training on the toy benchmark: the stock detector sees faces modified by a learned
 # anonymizer M, which is trained to fool a face discriminator D while keeping actions detectable. M fights D
 # with the maximum-entropy objective: it must leave D's identity posterior uniform, not merely wrong. D takes two
-# steps at twice the learning rate per step of M: with one step at 1e-3, M outran D and the adaptive attacker
-# still re-identified 20% of the anonymized faces (README, "Privacy-utility report").
+# steps at twice the learning rate per adversarial step of M: with one step at 1e-3, M outran D and the adaptive
+# attacker still re-identified 20% of the anonymized faces (README, "The toy benchmark").
 _base_ = './slowonly_r18_1xb8-4x6x1-600i_toy-ava-rgb.py'
 
 model = dict(
