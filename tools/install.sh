@@ -68,7 +68,9 @@ else
   else
     step "mmcv: reusing cached wheel $wheel"
   fi
-  pip_install --no-deps "$wheel"
+  # With its dependencies (numpy, opencv-python, mmengine, ...), which a fresh environment lacks; mmengine at
+  # the version the OpenMMLab stack below pins.
+  pip_install "$wheel" "mmengine==0.10.7"
   mmcv_ok || { echo "[install] mmcv installed but mmcv.ops does not import" >&2; exit 1; }
 fi
 
