@@ -68,9 +68,9 @@ else
   else
     step "mmcv: reusing cached wheel $wheel"
   fi
-  # With its dependencies (numpy, opencv-python, mmengine, ...), which a fresh environment lacks; mmengine at
-  # the version the OpenMMLab stack below pins.
-  pip_install "$wheel" "mmengine==0.10.7"
+  # With its dependencies (numpy, opencv-python, mmengine, ...), which a fresh environment lacks, held to the
+  # versions requirements/mminstall.txt pins for the OpenMMLab stack below.
+  pip_install "$wheel" -c "$REPO/requirements/mminstall.txt"
   mmcv_ok || { echo "[install] mmcv installed but mmcv.ops does not import" >&2; exit 1; }
 fi
 
