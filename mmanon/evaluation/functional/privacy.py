@@ -10,6 +10,8 @@ import numpy as np
 
 # Norms below this count as zero, so that an all-zero embedding is compared as a zero vector, not as NaN.
 EPS = 1e-12
+# Cosine similarities this close count as equal when picking the most similar template.
+TIE = 1e-9
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
@@ -34,13 +36,71 @@ def _check_pairs(emb_a: np.ndarray, ids_a: np.ndarray, emb_b: np.ndarray, ids_b:
         raise ValueError(f'both sets need the same embedding size, got {emb_a.shape[1]} and {emb_b.shape[1]}')
 
 
+def identity_templates(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """One template per identity: the mean of its L2-normalised embeddings, normalised again.
+
+    Args:
+        embeddings (np.ndarray): (N, E) embeddings.
+        identities (np.ndarray): (N,) their identities.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: The (K,) sorted distinct identities and their (K, E) templates, float64.
+    """
+    embeddings, identities = np.asarray(embeddings), np.asarray(identities)
+    _check_pairs(embeddings, identities, embeddings, identities)
+    distinct, members = np.unique(identities, return_inverse=True)
+    templates = np.zeros((len(distinct), embeddings.shape[1]))
+    np.add.at(templates, members, l2_normalize(embeddings))
+    return distinct, l2_normalize(templates)
+
+
+def _most_similar(similarity: np.ndarray) -> np.ndarray:
+    """Per row, the first column within ``TIE`` of the row's highest similarity.
+
+    Featureless queries (a solid mask) are equally similar to every template; comparing them exactly would let
+    rounding in the last bit pick an identity, so near-ties go to the first identity, whatever the protocol.
+    """
+    return np.argmax(similarity >= similarity.max(axis=1, keepdims=True) - TIE, axis=1)
+
+
+def template_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+                  templates: np.ndarray) -> Tuple[float, float]:
+    """Closed-set top-1 re-identification rate of queries against given identity templates.
+
+    Each query is assigned the identity of its most cosine-similar template (the first one on a tie, see
+    :func:`identity_templates` for templates).
+
+    Args:
+        query_emb (np.ndarray): (Q, E) query embeddings.
+        query_ids (np.ndarray): (Q,) query identities.
+        gallery_ids (np.ndarray): (K,) the identities of the templates.
+        templates (np.ndarray): (K, E) one template per identity.
+
+    Returns:
+        tuple[float, float]: ``top1``, the fraction of queries whose identity is in the gallery that are
+        assigned their own identity (NaN when there are none), and ``chance``, 1 / the number of gallery
+        identities (NaN for an empty gallery).
+    """
+    query_emb, query_ids = np.asarray(query_emb), np.asarray(query_ids)
+    gallery_ids, templates = np.asarray(gallery_ids), np.asarray(templates)
+    _check_pairs(query_emb, query_ids, templates, gallery_ids)
+    if len(gallery_ids) == 0:
+        return float('nan'), float('nan')
+    in_gallery = np.isin(query_ids, gallery_ids)
+    chance = 1.0 / len(gallery_ids)
+    if not in_gallery.any():
+        return float('nan'), chance
+    assigned = gallery_ids[_most_similar(l2_normalize(query_emb[in_gallery]) @ l2_normalize(templates).T)]
+    return float(np.mean(assigned == query_ids[in_gallery])), chance
+
+
 def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_emb: np.ndarray,
                           gallery_ids: np.ndarray) -> Tuple[float, float]:
     """Closed-set top-1 re-identification rate of queries against a gallery of identity templates.
 
-    Each gallery identity has one template: the mean of its L2-normalised gallery embeddings, normalised
-    again. Each query is assigned the identity of its most cosine-similar template (the first one on a tie).
-    In mmanon the queries are the anonymized faces and the gallery the raw ones.
+    Each gallery identity has one template (:func:`identity_templates`); each query is assigned the identity of
+    its most cosine-similar template (:func:`template_top1`). In mmanon's raw-gallery protocol the queries are
+    the anonymized faces and the gallery the raw ones.
 
     Args:
         query_emb (np.ndarray): (Q, E) query embeddings.
@@ -49,27 +109,72 @@ def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_
         gallery_ids (np.ndarray): (G,) gallery identities.
 
     Returns:
-        tuple[float, float]: ``top1``, the fraction of queries whose identity is in the gallery that are
-        assigned their own identity (NaN when there are none), and ``chance``, 1 / the number of gallery
-        identities (NaN for an empty gallery).
+        tuple[float, float]: ``top1`` and ``chance``, as :func:`template_top1` returns them.
     """
-    query_emb, gallery_emb = np.asarray(query_emb), np.asarray(gallery_emb)
-    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
-    _check_pairs(query_emb, query_ids, gallery_emb, gallery_ids)
-    identities, members = np.unique(gallery_ids, return_inverse=True)
-    if len(identities) == 0:
-        return float('nan'), float('nan')
-    templates = np.zeros((len(identities), gallery_emb.shape[1]))
-    np.add.at(templates, members, l2_normalize(gallery_emb))
-    templates = l2_normalize(templates)
+    return template_top1(query_emb, query_ids, *identity_templates(gallery_emb, gallery_ids))
 
-    in_gallery = np.isin(query_ids, identities)
-    chance = 1.0 / len(identities)
-    if not in_gallery.any():
+
+def leave_one_out_top1(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[float, float, np.ndarray]:
+    """Top-1 re-identification of each face against templates of all the *other* faces.
+
+    The gallery is the faces themselves, each query left out of its own identity's template, so gallery and
+    query never share a face: the anonymized-gallery protocol when both are anonymized faces of known
+    identity (an attacker who holds other anonymized faces of the same people). A face whose identity has no
+    other face cannot be re-identified and is not counted.
+
+    Args:
+        embeddings (np.ndarray): (N, E) embeddings.
+        identities (np.ndarray): (N,) their identities.
+
+    Returns:
+        tuple[float, float, np.ndarray]: ``top1`` over the counted faces (NaN when none is), ``chance``,
+        1 / the number of identities (NaN without faces), and the (N,) bool mask of the counted faces.
+    """
+    embeddings, identities = np.asarray(embeddings), np.asarray(identities)
+    _check_pairs(embeddings, identities, embeddings, identities)
+    distinct, members, counts = np.unique(identities, return_inverse=True, return_counts=True)
+    counted = counts[members] >= 2
+    if len(distinct) == 0:
+        return float('nan'), float('nan'), counted
+    normalised = l2_normalize(embeddings)
+    sums = np.zeros((len(distinct), embeddings.shape[1]))
+    np.add.at(sums, members, normalised)
+    similarity = normalised @ l2_normalize(sums).T
+    # The own identity's template without the query: the same normalisation as the others', so that a
+    # featureless query ties with every template instead of being decided by rounding.
+    rows = np.arange(len(identities))
+    similarity[rows, members] = np.sum(normalised * l2_normalize(sums[members] - normalised), axis=1)
+    chance = 1.0 / len(distinct)
+    if not counted.any():
+        return float('nan'), chance, counted
+    assigned = distinct[_most_similar(similarity[counted])]
+    return float(np.mean(assigned == identities[counted])), chance, counted
+
+
+def classification_top1(predicted: np.ndarray, identities: np.ndarray,
+                        classes: np.ndarray) -> Tuple[float, float]:
+    """Closed-set top-1 accuracy of an identity classifier.
+
+    Args:
+        predicted (np.ndarray): (Q,) the identity the classifier names for each query.
+        identities (np.ndarray): (Q,) the true identities.
+        classes (np.ndarray): (K,) the identities the classifier knows.
+
+    Returns:
+        tuple[float, float]: ``top1`` over the queries whose identity is among the classes (NaN when none
+        is), and ``chance``, 1 / K (NaN without classes).
+    """
+    predicted, identities, classes = np.asarray(predicted), np.asarray(identities), np.asarray(classes)
+    if predicted.shape != identities.shape or predicted.ndim != 1:
+        raise ValueError(f'predicted and identities must both be (Q,), got shapes {predicted.shape} and '
+                         f'{identities.shape}')
+    if len(classes) == 0:
+        return float('nan'), float('nan')
+    known = np.isin(identities, classes)
+    chance = 1.0 / len(np.unique(classes))
+    if not known.any():
         return float('nan'), chance
-    similarity = l2_normalize(query_emb[in_gallery]) @ templates.T
-    assigned = identities[similarity.argmax(axis=1)]
-    return float(np.mean(assigned == query_ids[in_gallery])), chance
+    return float(np.mean(predicted[known] == identities[known])), chance
 
 
 def majority_rate(query_ids: np.ndarray, gallery_ids: np.ndarray) -> float:
