@@ -41,6 +41,10 @@ def faces_data(tmp_path_factory):
     return out
 
 
+def training_faces(config):
+    return train_attacker.training_faces(train_attacker.parse_args([config, *FAST]), 'unused.pth')[0]
+
+
 def run(tmp_path, config, *flags):
     out = tmp_path / 'attacker.pth'
     assert train_attacker.main([config, '--out', str(out), *FAST, *flags]) == 0
@@ -67,16 +71,31 @@ def test_learns_identities_from_raw_faces(tmp_path, faces_data):
         assert torch.equal(value, saved['state_dict'][name]), name
     crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     assert attacker.embed(crops).shape == (3, 64)
+    # The training gallery: one template per class, in class order, each the normalised mean of its identity's
+    # normalised embeddings of the training faces (both parts), as the metric's raw gallery builds them.
+    assert meta['faces'] == 'anonymized' and saved['templates'].shape == (4, 64)
+    assert attacker.train_gallery[0].tolist() == [0, 1, 2, 3] and attacker.classes.tolist() == [0, 1, 2, 3]
+    faces = training_faces(write_face_config(tmp_path / 'raw.py', faces_data))
+    embeddings = torch.nn.functional.normalize(torch.from_numpy(attacker.embed(faces.anonymized_crops)), dim=1)
+    for identity in range(4):
+        template = torch.nn.functional.normalize(embeddings[faces.identities == identity].mean(0), dim=0)
+        torch.testing.assert_close(saved['templates'][identity], template, rtol=1e-4, atol=1e-5)
 
 
 def test_stays_at_chance_on_solid_masked_faces(tmp_path, faces_data):
-    meta = run(tmp_path, write_face_config(tmp_path / 'mask.py', faces_data, 'SolidMask'))['meta']
+    config = write_face_config(tmp_path / 'mask.py', faces_data, 'SolidMask')
+    meta = run(tmp_path, config)['meta']
     assert meta['anonymizer'] == 'SolidMask'
     # Every masked crop is the same black square, so the head can only name one identity for all of them; the
     # best it can do is the most frequent held-out identity.
     assert meta['held_out_accuracy'] <= meta['majority_rate'] + 1e-9
     assert meta['held_out_accuracy'] < fewest_correct_beyond_chance(meta['held_out_faces'], 0.25) / \
         meta['held_out_faces']
+    # The same faces, raw: a recogniser of the people as they look, whatever the config's anonymizer.
+    raw = run(tmp_path, config, '--faces', 'raw')['meta']
+    assert raw['faces'] == 'raw' and raw['anonymizer'] == 'SolidMask'
+    assert round(raw['held_out_accuracy'] * raw['held_out_faces']) >= fewest_correct_beyond_chance(
+        raw['held_out_faces'], raw['chance'])
 
 
 def test_same_seed_same_attacker(tmp_path, faces_data):
