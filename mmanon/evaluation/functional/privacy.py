@@ -54,21 +54,25 @@ def identity_templates(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[
     return distinct, l2_normalize(templates)
 
 
-def _most_similar(similarity: np.ndarray) -> np.ndarray:
-    """Per row, the first column within ``TIE`` of the row's highest similarity.
+def _top1_credit(similarity: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per query (row), 1 when its own template (column ``own``) is the most similar, and 1/m when it is one of
+    m templates tied within ``TIE`` for the highest similarity: the expected top-1 when ties are broken at random.
 
-    Featureless queries (a solid mask) are equally similar to every template; comparing them exactly would let
-    rounding in the last bit pick an identity, so near-ties go to the first identity, whatever the protocol.
+    Featureless queries (a solid mask) are equally similar to every template. Breaking such ties by order, or by
+    rounding in the last bit, would credit an attacker who learned nothing with the share of whichever identity
+    comes first; fractional credit gives them chance exactly, under every protocol.
     """
-    return np.argmax(similarity >= similarity.max(axis=1, keepdims=True) - TIE, axis=1)
+    tied = similarity >= similarity.max(axis=1, keepdims=True) - TIE
+    return tied[np.arange(len(own)), own] / tied.sum(axis=1)
 
 
 def template_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
                   templates: np.ndarray) -> Tuple[float, float]:
     """Closed-set top-1 re-identification rate of queries against given identity templates.
 
-    Each query is assigned the identity of its most cosine-similar template (the first one on a tie, see
-    :func:`identity_templates` for templates).
+    Each query is assigned the identity of its most cosine-similar template (see :func:`identity_templates` for
+    templates); a query tied between m templates, its own among them, counts 1/m (the expected top-1 when ties
+    are broken at random, so that featureless queries score chance).
 
     Args:
         query_emb (np.ndarray): (Q, E) query embeddings.
@@ -90,8 +94,8 @@ def template_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_ids: np.
     chance = 1.0 / len(gallery_ids)
     if not in_gallery.any():
         return float('nan'), chance
-    assigned = gallery_ids[_most_similar(l2_normalize(query_emb[in_gallery]) @ l2_normalize(templates).T)]
-    return float(np.mean(assigned == query_ids[in_gallery])), chance
+    own = np.array([np.flatnonzero(gallery_ids == identity)[0] for identity in query_ids[in_gallery]])
+    return float(np.mean(_top1_credit(l2_normalize(query_emb[in_gallery]) @ l2_normalize(templates).T, own))), chance
 
 
 def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_emb: np.ndarray,
@@ -119,7 +123,8 @@ def leave_one_out_top1(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[
 
     The gallery is the faces themselves, each query left out of its own identity's template, so gallery and
     query never share a face: the anonymized-gallery protocol when both are anonymized faces of known
-    identity (an attacker who holds other anonymized faces of the same people). A face whose identity has no
+    identity (an attacker who holds other anonymized faces of the same people). Ties count as in
+    :func:`template_top1`. A face whose identity has no
     other face cannot be re-identified and is not counted.
 
     Args:
@@ -141,14 +146,13 @@ def leave_one_out_top1(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[
     np.add.at(sums, members, normalised)
     similarity = normalised @ l2_normalize(sums).T
     # The own identity's template without the query: the same normalisation as the others', so that a
-    # featureless query ties with every template instead of being decided by rounding.
+    # featureless query ties with every template (see _top1_credit).
     rows = np.arange(len(identities))
     similarity[rows, members] = np.sum(normalised * l2_normalize(sums[members] - normalised), axis=1)
     chance = 1.0 / len(distinct)
     if not counted.any():
         return float('nan'), chance, counted
-    assigned = distinct[_most_similar(similarity[counted])]
-    return float(np.mean(assigned == identities[counted])), chance, counted
+    return float(np.mean(_top1_credit(similarity[counted], members[counted]))), chance, counted
 
 
 def classification_top1(predicted: np.ndarray, identities: np.ndarray,

@@ -69,16 +69,22 @@ def test_templates_given_or_built_give_the_same_rate():
     assert np.isnan(template_top1(queries, query_ids, distinct[:0], templates[:0])[1])
 
 
-def test_featureless_queries_tie_and_go_to_the_first_identity():
-    # Identical queries (a solid mask) are equally similar to templates that differ only by rounding: the tie
-    # goes to the first identity, not to whichever rounding error is largest.
+def test_featureless_queries_score_chance():
+    # Identical queries (a solid mask) are equally similar to templates that differ only by rounding: each tie
+    # between the four identities counts 1/4, whichever identity comes first or rounds highest, so an attacker
+    # who learned nothing scores chance even where one identity has most of the queries.
     rng = np.random.default_rng(0)
     direction = rng.normal(size=16)
     gallery = np.stack([direction * (1 + 1e-12 * k) + 1e-13 * rng.normal(size=16) for k in range(4)])
     queries = np.repeat(direction[None], 8, axis=0)
-    query_ids = np.array([3, 3, 3, 3, 2, 2, 1, 0])
-    assert template_top1(queries, query_ids, np.arange(4), gallery) == (1 / 8, 1 / 4)
-    assert leave_one_out_top1(queries, query_ids)[0] == 0.0  # identity 0 has a single face: not counted
+    query_ids = np.array([0, 0, 0, 0, 0, 2, 1, 3])
+    assert template_top1(queries, query_ids, np.arange(4), gallery) == (0.25, 0.25)
+    # Leave-one-out: identities 1 to 3 have a single face, uncounted but still templates to tie with.
+    top1, chance, counted = leave_one_out_top1(queries, query_ids)
+    assert (top1, chance, counted.sum()) == (0.25, 0.25, 5)
+    # Tied between two templates, the own one among them: half a hit.
+    assert template_top1(np.array([[1.0, 1.0]]), np.array([7]), np.array([7, 8, 9]),
+                         np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])) == (0.5, 1 / 3)
 
 
 def test_leave_one_out_by_hand():
