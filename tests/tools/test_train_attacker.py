@@ -3,16 +3,12 @@ ones, writes what the metric's checkpoint attacker loads, and is deterministic."
 import math
 import os.path as osp
 
-import numpy as np
 import pytest
 import torch
-from mmaction.structures import ActionDataSample
-from torch.utils.data import Dataset
 
 from mmanon.datasets.toy_ava import generate_toy_ava, spec_from_preset
 from mmanon.evaluation.attackers import build_attacker
-from mmanon.registry import DATASETS
-from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
+from face_configs import write_face_config, write_stand_in_faces_config  # noqa: I100  (tests/tools is on sys.path)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMOKE = osp.join(REPO, 'configs', 'detection', 'slowonly', 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py')
@@ -109,36 +105,9 @@ def test_same_seed_same_attacker(tmp_path, faces_data):
     assert any(not torch.equal(value, other['state_dict'][name]) for name, value in first['state_dict'].items())
 
 
-@DATASETS.register_module(name='StandInFaceIdentityDataset', force=True)
-class StandInFaceIdentityDataset(Dataset):
-    """Items as mmanon.FaceIdentityDataset gives them: a uint8 (3, H, W) face crop and its gt_label. Identity i
-    is a plain square of its own colour, under fresh noise per face."""
-
-    def __init__(self, num_identities=4, faces_per_identity=10, size=16, pipeline=(), test_mode=False):
-        self.test_mode = test_mode
-        rng = np.random.default_rng(0)
-        colours = rng.integers(30, 226, (num_identities, 3))
-        self.items = []
-        for identity in range(num_identities):
-            for _ in range(faces_per_identity):
-                crop = colours[identity][:, None, None] + rng.normal(0, 12, (3, size, size))
-                self.items.append((torch.from_numpy(crop.clip(0, 255).astype(np.uint8)), identity))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        crop, identity = self.items[index]
-        return dict(inputs=crop, data_samples=ActionDataSample().set_gt_label(identity))
-
-
 @pytest.mark.parametrize('anonymizer', ['IdentityAnonymizer', 'SolidMask'])
 def test_face_identity_dataset_source(tmp_path, anonymizer):
-    faces = tmp_path / 'faces.py'
-    faces.write_text("default_scope = 'mmanon'\n"
-                     "train_dataloader = dict(batch_size=16, dataset=dict(type='StandInFaceIdentityDataset', "
-                     "pipeline=[]))\n"
-                     'val_dataloader = dict(dataset=dict(pipeline=[]))\n')
+    faces = write_stand_in_faces_config(tmp_path / 'faces.py')
     # No CHECKPOINT: the handcrafted anonymizers have no weights; the detector's data never gets read.
     config = write_face_config(tmp_path / 'detector.py', anonymizer=anonymizer)
     meta = run(tmp_path, config, '--face-dataset', str(faces))['meta']

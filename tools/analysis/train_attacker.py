@@ -156,6 +156,47 @@ def split_held_out(labels: np.ndarray, fraction: float, rng: np.random.Generator
     return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
+class BestEpoch:
+    """The weights of the epoch with the best held-out result, and when to stop for lack of a better one.
+
+    Args:
+        patience (int): Epochs without a better result after which to stop; 0 never stops.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.epoch = None
+        self.result = None
+        self.state = None
+        self._key = None
+        self._stale = 0
+
+    def update(self, epoch: int, key: tuple, model: torch.nn.Module, line: str, **result) -> bool:
+        """Record an epoch (keeping its weights if ``key`` is the highest so far), print its line, and say
+        whether to stop.
+
+        Args:
+            epoch (int): The epoch, from 1.
+            key (tuple): What ranks epochs, higher is better.
+            model (nn.Module): The model, whose weights are copied when the epoch is the best.
+            line (str): The epoch's report, printed with the best epoch so far.
+            **result: What to remember of the epoch, as :attr:`result` when it is the best.
+
+        Returns:
+            bool: True when ``patience`` epochs in a row brought no better key.
+        """
+        if self._key is None or key > self._key:
+            self.epoch, self.result, self._key, self._stale = epoch, result, key, 0
+            self.state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        else:
+            self._stale += 1
+        print(f'{line} (best epoch {self.epoch})', flush=True)
+        if self.patience and self._stale >= self.patience:
+            print(f'no better held-out result for {self.patience} epochs; stopping', flush=True)
+            return True
+        return False
+
+
 def augment(crops: torch.Tensor, flip: bool, brightness: float, generator: torch.Generator) -> torch.Tensor:
     """Randomly flipped and brightened float copies of uint8 crops (what an attacker can afford to vary: the
     identity survives both)."""
@@ -206,7 +247,7 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, head_cfg: dict, args) 
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
 
-    best, best_key, best_state, stale = None, None, None, 0
+    best = BestEpoch(args.patience)
     for epoch in range(1, args.epochs + 1):
         head.train()
         order = train_inds[torch.randperm(len(train_inds), generator=generator)]
@@ -227,21 +268,14 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, head_cfg: dict, args) 
             key = (held_acc, -held_loss)
         else:
             held_acc, key = None, (epoch, )
-        if best_key is None or key > best_key:
-            best, best_key, stale = dict(epoch=epoch, accuracy=held_acc), key, 0
-            best_state = {name: value.detach().clone() for name, value in head.state_dict().items()}
-        else:
-            stale += 1
-        print(f'{line} (best epoch {best["epoch"]})', flush=True)
-        if args.patience and stale >= args.patience:
-            print(f'no better held-out result for {args.patience} epochs; stopping', flush=True)
+        if best.update(epoch, key, head, line, accuracy=held_acc):
             break
-    head.load_state_dict(best_state)
+    head.load_state_dict(best.state)
     majority = None
     if len(held_inds):
         majority = float(torch.bincount(held_labels).max()) / len(held_inds)
-    return head.eval(), dict(train_faces=len(train_inds), held_out_faces=len(held_inds), best_epoch=best['epoch'],
-                             held_out_accuracy=best['accuracy'], majority_rate=majority)
+    return head.eval(), dict(train_faces=len(train_inds), held_out_faces=len(held_inds), best_epoch=best.epoch,
+                             held_out_accuracy=best.result['accuracy'], majority_rate=majority)
 
 
 def save_model(path: str, model: torch.nn.Module, config: dict, meta: dict, **extra) -> None:
