@@ -51,7 +51,8 @@ class UNetInverter(BaseModule):
         conv = dict(kernel_size=3, padding=1, norm_cfg=dict(type='BN'))
 
         def level(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(ConvModule(inputs, outputs, stride=stride, **conv), ConvModule(outputs, outputs, **conv))
+            return nn.Sequential(
+                ConvModule(inputs, outputs, stride=stride, **conv), ConvModule(outputs, outputs, **conv))
 
         channels = [base_channels * 2**i for i in range(num_stages + 1)]
         self.encoder = nn.ModuleList([level(in_channels, channels[0])] +
