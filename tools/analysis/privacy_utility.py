@@ -51,6 +51,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
@@ -228,9 +229,11 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def run_step(command: List[str], log: str, what: str) -> None:
-    """Run one step's command with its output in ``log`` and its progress lines (training and test
-    iterations, attacker epochs) echoed; raise :class:`StepFailed` naming the log on failure."""
+    """Run one step's command with its output in ``log``, its progress lines (training and test iterations,
+    attacker and inverter epochs) echoed and its wall-clock time printed; raise :class:`StepFailed` naming the
+    log on failure."""
     print(f'  {what}: {shlex.join(command)}\n    log: {log}', flush=True)
+    start = time.perf_counter()
     with open(log, 'w', encoding='utf-8') as f:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    errors='replace')
@@ -243,6 +246,7 @@ def run_step(command: List[str], log: str, what: str) -> None:
         with open(log, encoding='utf-8', errors='replace') as f:
             tail = ''.join(f.readlines()[-20:])
         raise StepFailed(f'{what} exited with {returncode}; the end of {log}:\n{tail}')
+    print(f'    done in {time.perf_counter() - start:.0f} s', flush=True)
 
 
 def _tool(script: str, gpus: int, *positional: str) -> List[str]:
