@@ -4,7 +4,8 @@ Every function takes identity embeddings as numpy arrays (one row per face) and 
 similarity. In mmanon the *raw* embeddings come from the original faces and the *anonymized* ones from the same
 faces after anonymization; a good anonymizer drives every measure towards its chance level.
 """
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -118,41 +119,60 @@ def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_
     return template_top1(query_emb, query_ids, *identity_templates(gallery_emb, gallery_ids))
 
 
-def leave_one_out_top1(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[float, float, np.ndarray]:
-    """Top-1 re-identification of each face against templates of all the *other* faces.
+def leave_one_out_top1(embeddings: np.ndarray, identities: np.ndarray,
+                       groups: Optional[np.ndarray] = None) -> Tuple[float, float, np.ndarray]:
+    """Top-1 re-identification of each face against templates of the faces outside its group.
 
-    The gallery is the faces themselves, each query left out of its own identity's template, so gallery and
-    query never share a face: the anonymized-gallery protocol when both are anonymized faces of known
-    identity (an attacker who holds other anonymized faces of the same people). Ties count as in
-    :func:`template_top1`. A face whose identity has no
-    other face cannot be re-identified and is not counted.
+    The gallery is the faces themselves, each query's group (e.g. its video) left out of the templates, so
+    gallery and query never share a face, nor a video whose neighbouring keyframes would be near-copies of the
+    query: the anonymized-gallery protocol when both are anonymized faces of known identity (an attacker who
+    holds other anonymized faces of the same people). Identities with no face outside the query's group are
+    not candidates for it, and a query whose own identity is among them cannot be re-identified and is not
+    counted. Ties count as in :func:`template_top1`.
 
     Args:
         embeddings (np.ndarray): (N, E) embeddings.
         identities (np.ndarray): (N,) their identities.
+        groups (np.ndarray, optional): (N,) the group of each face. Defaults to None, each face its own group.
 
     Returns:
-        tuple[float, float, np.ndarray]: ``top1`` over the counted faces (NaN when none is), ``chance``,
-        1 / the number of identities (NaN without faces), and the (N,) bool mask of the counted faces.
+        tuple[float, float, np.ndarray]: ``top1`` over the counted faces (NaN when none is), ``chance``, the
+        mean over the counted faces of 1 / their candidate identities (1 / the identities when none is counted;
+        NaN without faces), and the (N,) bool mask of the counted faces.
     """
     embeddings, identities = np.asarray(embeddings), np.asarray(identities)
     _check_pairs(embeddings, identities, embeddings, identities)
+    groups = np.arange(len(identities)) if groups is None else np.asarray(groups)
+    if groups.shape != identities.shape:
+        raise ValueError(f'groups must be ({len(identities)},), one per face, got shape {groups.shape}')
     distinct, members, counts = np.unique(identities, return_inverse=True, return_counts=True)
-    counted = counts[members] >= 2
     if len(distinct) == 0:
-        return float('nan'), float('nan'), counted
+        return float('nan'), float('nan'), np.zeros(0, dtype=bool)
     normalised = l2_normalize(embeddings)
     sums = np.zeros((len(distinct), embeddings.shape[1]))
     np.add.at(sums, members, normalised)
     similarity = normalised @ l2_normalize(sums).T
-    # The own identity's template without the query: the same normalisation as the others', so that a
-    # featureless query ties with every template (see _top1_credit).
-    rows = np.arange(len(identities))
-    similarity[rows, members] = np.sum(normalised * l2_normalize(sums[members] - normalised), axis=1)
-    chance = 1.0 / len(distinct)
+    counted = np.zeros(len(identities), dtype=bool)
+    candidates = np.full(len(identities), len(distinct))
+    # Only the templates of the identities inside a group change when the group is left out: they are made
+    # again from the other faces, with the same normalisation as the rest (so that a featureless query still
+    # ties with every template, see _top1_credit), or removed when nothing is left of them.
+    for group in np.unique(groups):
+        inside = np.flatnonzero(groups == group)
+        present, inside_members = np.unique(members[inside], return_inverse=True)
+        rest = sums[present].copy()
+        np.subtract.at(rest, inside_members, normalised[inside])
+        left = counts[present] - np.bincount(inside_members, minlength=len(present))
+        block = normalised[inside] @ l2_normalize(rest).T
+        block[:, left == 0] = -np.inf
+        similarity[np.ix_(inside, present)] = block
+        counted[inside] = left[inside_members] > 0
+        candidates[inside] = len(distinct) - np.count_nonzero(left == 0)
     if not counted.any():
-        return float('nan'), chance, counted
-    return float(np.mean(_top1_credit(similarity[counted], members[counted]))), chance, counted
+        return float('nan'), 1.0 / len(distinct), counted
+    top1 = np.mean(_top1_credit(similarity[counted], members[counted]))
+    # Summed exactly, so that equal chances average to themselves.
+    return float(top1), math.fsum(1.0 / candidates[counted]) / np.count_nonzero(counted), counted
 
 
 def classification_top1(predicted: np.ndarray, identities: np.ndarray,

@@ -55,10 +55,12 @@ class FacePrivacyMetric(BaseMetric):
     - ``raw_gallery``: against per-identity templates of the raw faces
       (:func:`~mmanon.evaluation.functional.reidentification_top1`), what a fixed recogniser does with photos
       of the people;
-    - ``anon_gallery``: against templates of the *other* anonymized faces, each face left out of its own
-      identity's template (:func:`~mmanon.evaluation.functional.leave_one_out_top1`), what an attacker does
-      with anonymized faces of known identity; an anonymizer that turns each identity into a consistent new
-      look passes the raw gallery and fails here;
+    - ``anon_gallery``: against templates of the *other* anonymized faces, the faces of the query's own video
+      (its ``video_id``; a sample without one is a video of its own) left out
+      (:func:`~mmanon.evaluation.functional.leave_one_out_top1`), what an attacker does with anonymized faces
+      of known identity; an anonymizer that turns each identity into a consistent new look passes the raw
+      gallery and fails here. Identities that live in one video each (AVA's person ids) leave nothing to
+      match, and the protocol gives NaN;
     - ``train_gallery``: against the templates of the faces the attacker was trained on, for an attacker
       that holds them (``tools/analysis/train_attacker.py`` stores those of the anonymized training faces);
     - ``classifier``: the identity the attacker's own classifier names, for an attacker whose classes are
@@ -81,7 +83,7 @@ class FacePrivacyMetric(BaseMetric):
 
     ``self.results`` holds one entry per data sample (even one without faces), because mmengine's
     ``collect_results`` restores the dataset order across ranks and drops the samplers' padding by counting
-    entries; entries hold embeddings and identities only, never crops.
+    entries; entries hold embeddings, identities and the video, never crops.
 
     Args:
         attackers (Sequence[dict]): Attacker configs; see :func:`mmanon.evaluation.attackers.build_attacker`.
@@ -144,7 +146,8 @@ class FacePrivacyMetric(BaseMetric):
             data_batch: The batch from the dataloader; unused.
             data_samples (Sequence[dict]): The model's outputs, each with optional ``'faces'``.
         """
-        results = [dict(identities=np.zeros(0, dtype=np.int64), embeddings={}) for _ in data_samples]
+        results = [dict(identities=np.zeros(0, dtype=np.int64), embeddings={}, video=sample.get('video_id'))
+                   for sample in data_samples]
         faces, with_faces = [], []
         for i, sample in enumerate(data_samples):
             known_faces = self._known_faces(sample.get('faces'))
@@ -165,12 +168,12 @@ class FacePrivacyMetric(BaseMetric):
         self.results.extend(results)
 
     @staticmethod
-    def _reidentification(attacker, identities: np.ndarray, raw: np.ndarray,
+    def _reidentification(attacker, identities: np.ndarray, videos: np.ndarray, raw: np.ndarray,
                           anonymized: np.ndarray) -> Dict[str, Reidentification]:
         """Top-1, chance and majority-guess rate of each protocol the attacker supports (see the class)."""
         rates = dict(raw_gallery=(*reidentification_top1(anonymized, identities, raw, identities),
                                   majority_rate(identities, identities)))
-        top1, chance, counted = leave_one_out_top1(anonymized, identities)
+        top1, chance, counted = leave_one_out_top1(anonymized, identities, videos)
         rates['anon_gallery'] = (top1, chance, majority_rate(identities[counted], identities))
         if attacker.train_gallery is not None:
             gallery_ids, templates = attacker.train_gallery
@@ -181,6 +184,17 @@ class FacePrivacyMetric(BaseMetric):
             rates['classifier'] = (*classification_top1(predicted, identities, attacker.classes),
                                    majority_rate(identities, attacker.classes))
         return rates
+
+    @staticmethod
+    def _videos(results: list) -> np.ndarray:
+        """(F,) a group number per face of the results: one per ``video_id``, and a face of a sample without
+        one (a photo of a face-identity dataset) in a group of its own."""
+        numbers, groups = {}, []
+        for result in results:
+            for _ in result['identities']:
+                key = result['video'] if result['video'] is not None else (len(groups), )
+                groups.append(numbers.setdefault(key, len(numbers)))
+        return np.asarray(groups, dtype=np.int64)
 
     @staticmethod
     def _known_faces(faces) -> Optional[dict]:
@@ -221,11 +235,12 @@ class FacePrivacyMetric(BaseMetric):
             if not used:
                 continue
             identities = np.concatenate([result['identities'] for result in used])
+            videos = self._videos(used)
             raw, anonymized = (np.concatenate([result['embeddings'][name][k] for result in used]) for k in (0, 1))
             if len(np.unique(identities)) < 2:
                 self._warn_once(f'{name}/identities', f'the {name!r} attacker saw fewer than two identities, so '
                                 'its roc_auc and TAR are NaN')
-            rates = self._reidentification(attacker, identities, raw, anonymized)
+            rates = self._reidentification(attacker, identities, videos, raw, anonymized)
             for protocol, rate in rates.items():
                 metrics.update(zip((f'{name}/{protocol}/{key}' for key in ('top1', 'chance', 'majority')), rate))
             worst = worst_case(rates)

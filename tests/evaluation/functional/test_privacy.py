@@ -107,6 +107,27 @@ def test_leave_one_out_is_at_chance_for_random_embeddings_and_perfect_for_cluste
     assert leave_one_out_top1(embeddings, ids)[:2] == (1.0, 1 / 8)
 
 
+def test_leave_one_out_leaves_out_the_query_group():
+    # Each face looks like the other faces of its video, not like its identity in other videos: face by face,
+    # a query's own identity template holds the query's video twins; video by video, nothing identifies it.
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(10), 6)
+    videos = np.repeat(np.arange(20), 3)
+    embeddings = rng.normal(size=(20, 64))[videos] + 0.01 * rng.normal(size=(60, 64))
+    assert leave_one_out_top1(embeddings, ids)[0] > 0.9
+    top1, chance, counted = leave_one_out_top1(embeddings, ids, videos)
+    assert counted.all() and chance == pytest.approx(0.1) and top1 < 0.3
+    # Identities seen in a single video (9 in video 18, 10 in video 19) have no gallery outside it: their faces
+    # are not counted; the other faces have all 11 identities as candidates.
+    single = ids.copy()
+    single[57:] = 10
+    top1, chance, counted = leave_one_out_top1(embeddings, single, videos)
+    assert counted.tolist() == [True] * 54 + [False] * 6
+    assert chance == pytest.approx(1 / 11)
+    with pytest.raises(ValueError, match='groups must be'):
+        leave_one_out_top1(embeddings, ids, videos[:5])
+
+
 def test_classification_top1():
     predicted = np.array([0, 1, 1, 5, 2])
     identities = np.array([0, 1, 2, 5, 9])  # identity 9 is not a class

@@ -105,6 +105,26 @@ def test_a_consistent_identity_swap_passes_the_raw_gallery_but_not_the_worst_cas
     assert results['privacy/worst_case/chance'] == 0.2
 
 
+def test_anonymized_gallery_leaves_out_the_query_video():
+    # Two identities, each in two videos of two keyframes; a face's anonymized embedding is its video's code,
+    # the four codes orthogonal: only keyframes of the same video give a face away.
+    samples = []
+    for video in range(4):
+        for _ in range(2):
+            embeddings = torch.eye(16)[[video]]
+            crops = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+            samples.append(dict(video_id=f'video{video}', faces=dict(
+                identities=torch.tensor([video // 2]), raw_crops=crops, anonymized_crops=crops,
+                raw_embeddings=embeddings, anonymized_embeddings=embeddings)))
+    without_videos = evaluate(make_metric(), [dict(faces=sample['faces']) for sample in samples])
+    assert without_videos['privacy/discriminator/anon_gallery/top1'] == 1.0
+    # Its video left out, a face is as unlike its own identity's other video as the other identity's videos:
+    # a tie between the two, half a hit each, chance.
+    by_video = evaluate(make_metric(), samples)
+    assert by_video['privacy/discriminator/anon_gallery/top1'] == 0.5
+    assert by_video['privacy/discriminator/anon_gallery/chance'] == 0.5
+
+
 @pytest.mark.parametrize('rates, expected', [
     # The highest multiple of chance wins, not the highest rate: 0.3 of chance 1/10 beats 0.4 of chance 1/4.
     (dict(a=(0.4, 0.25, 0.3), b=(0.3, 0.1, 0.2)), 'b'),
@@ -144,12 +164,13 @@ def test_faces_as_instance_data_with_other_fields():
     assert evaluate(make_metric(), as_instance_data) == evaluate(make_metric(), samples)
 
 
-def test_results_hold_embeddings_and_identities_only():
+def test_results_hold_embeddings_identities_and_the_video_only():
     metric = make_metric()
-    metric.process({}, make_samples(2) + [dict()])
+    metric.process({}, make_samples(2) + [dict(video_id='v')])
     assert len(metric.results) == 3
+    assert [result['video'] for result in metric.results] == [None, None, 'v']
     for result in metric.results:
-        assert set(result) == {'identities', 'embeddings'}
+        assert set(result) == {'identities', 'embeddings', 'video'}
         assert all(array.dtype == np.float32 for array in result['embeddings'].get('discriminator', ()))
 
 
