@@ -111,7 +111,7 @@ def parse_args(argv=None):
         description='Train (where needed) and test the raw, handcrafted and learned anonymizers of a benchmark, '
         'each against an adaptive and an inversion attacker (and the co-trained discriminator and dlib), test the '
         'raw detector behind each anonymizer, and write the privacy-utility report (Markdown tables, CSV, plot) '
-        'with the verdict on the target: the learned anonymizer keeps >= 90%% of the raw frame-mAP with every '
+        'with the verdict on the target: the learned anonymizer keeps >= 90% of the raw frame-mAP with every '
         'attacker\'s re-identification top-1 under every protocol within 2x chance (or the majority guess where '
         'higher), and every handcrafted baseline misses one of the two.')
     parser.add_argument('--configs', nargs='+', metavar='NAME=CONFIG',
