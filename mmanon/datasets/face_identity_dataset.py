@@ -24,11 +24,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.dataset import BaseDataset
-from mmengine.fileio import list_from_file
 from mmengine.logging import print_log
 
 from mmanon.registry import DATASETS
-from .ava_face_dataset import _BadItems
+from .data_files import BadItems, read_text_lines
 from .transforms import FaceImageError, read_face_image
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -38,7 +37,7 @@ CHECKS = ('none', 'exist', 'decode')
 
 def _numbered_rows(path: str):
     """``(row number, fields)`` of the non-blank lines of a white-space separated text file."""
-    for row_number, line in enumerate(list_from_file(path), start=1):
+    for row_number, line in enumerate(read_text_lines(path), start=1):
         fields = line.split()
         if fields:
             yield row_number, fields
@@ -57,7 +56,7 @@ def load_landmark_file(path: str, on_bad_data: str = 'raise') -> Dict[str, np.nd
     Returns:
         dict[str, np.ndarray]: (5, 2) float32 points per image path, normalised with ``osp.normpath``.
     """
-    bad_rows = _BadItems(on_bad_data, ValueError, f'bad rows of {path}')
+    bad_rows = BadItems(on_bad_data, ValueError, f'bad rows of {path}')
     landmarks, first_rows, conflicting = {}, {}, set()
     for row_number, fields in _numbered_rows(path):
         where = f'{path}, row {row_number}'
@@ -184,7 +183,7 @@ class FaceIdentityDataset(BaseDataset):
         items = self._checked_images(items, image_root)
         classes = self._classes(items)
         labels = {name: label for label, name in enumerate(classes)}
-        unknown = _BadItems(self.on_bad_data, ValueError, 'images of identities outside metainfo["classes"]')
+        unknown = BadItems(self.on_bad_data, ValueError, 'images of identities outside metainfo["classes"]')
         data_list = []
         for path, identity, where in items:
             if identity not in labels:
@@ -199,7 +198,7 @@ class FaceIdentityDataset(BaseDataset):
         return data_list
 
     def _list_items(self) -> List[_Item]:
-        bad_rows = _BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
+        bad_rows = BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
         items = []
         for row_number, fields in _numbered_rows(self.ann_file):
             where = f'{self.ann_file}, row {row_number}'
@@ -213,7 +212,7 @@ class FaceIdentityDataset(BaseDataset):
     def _folder_items(self, image_root: str) -> List[_Item]:
         if not osp.isdir(image_root):
             raise FileNotFoundError(f'the image folder {image_root!r} does not exist')
-        empty = _BadItems(self.on_bad_data, ValueError, f'identity folders without images under {image_root}')
+        empty = BadItems(self.on_bad_data, ValueError, f'identity folders without images under {image_root}')
         items = []
         with os.scandir(image_root) as entries:
             folders = sorted(entry.name for entry in entries if entry.is_dir())
@@ -230,7 +229,7 @@ class FaceIdentityDataset(BaseDataset):
 
     def _with_landmarks(self, items: List[_Item]) -> Tuple[List[_Item], Dict[str, np.ndarray]]:
         landmarks = load_landmark_file(self.landmark_file, self.on_bad_data)
-        missing = _BadItems(self.on_bad_data, ValueError, f'images without landmarks in {self.landmark_file}')
+        missing = BadItems(self.on_bad_data, ValueError, f'images without landmarks in {self.landmark_file}')
         kept = []
         for item in items:
             if osp.normpath(item.path) not in landmarks:
@@ -243,7 +242,7 @@ class FaceIdentityDataset(BaseDataset):
     def _checked_images(self, items: List[_Item], image_root: str) -> List[_Item]:
         if self.check_images == 'none' or (self.check_images == 'exist' and not self.ann_file):
             return items
-        bad = _BadItems(self.on_bad_data, FaceImageError, 'missing or unreadable images')
+        bad = BadItems(self.on_bad_data, FaceImageError, 'missing or unreadable images')
         kept = []
         for item in items:
             path = osp.join(image_root, item.path)
