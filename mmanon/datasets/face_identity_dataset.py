@@ -27,8 +27,9 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from mmanon.registry import DATASETS
-from .data_files import BadItems, read_text_lines
-from .transforms import FaceImageError, read_face_image
+from .data_files import BadItems, DataFileError, read_text_lines
+from .transforms import FaceAlign, FaceImageError, read_face_image
+from .transforms.face_align import degenerate_landmarks
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 NUM_LANDMARKS = 5
@@ -49,9 +50,10 @@ def load_landmark_file(path: str, on_bad_data: str = 'raise') -> Dict[str, np.nd
     Args:
         path (str): The landmark file.
         on_bad_data (str): ``'raise'``: a row with the wrong number of values, a value that is not a finite
-            number, or an image listed twice with different points raises a ``ValueError`` naming the file
-            and row. ``'skip'``: such rows are left out (both rows of a conflicting pair) and one warning
-            counts them. Defaults to 'raise'.
+            number, degenerate landmarks (see :func:`mmanon.datasets.transforms.face_align.degenerate_landmarks`)
+            or an image listed twice with different points raises a ``ValueError`` naming the file and row.
+            ``'skip'``: such rows are left out (both rows of a conflicting pair) and one warning counts them.
+            Defaults to 'raise'.
 
     Returns:
         dict[str, np.ndarray]: (5, 2) float32 points per image path, normalised with ``osp.normpath``.
@@ -71,6 +73,10 @@ def load_landmark_file(path: str, on_bad_data: str = 'raise') -> Dict[str, np.nd
             continue
         if not np.isfinite(points).all():
             bad_rows.add(f'{where}: the landmarks of {fields[0]} must be finite, got {" ".join(fields[1:])}')
+            continue
+        problem = degenerate_landmarks(points)
+        if problem is not None:
+            bad_rows.add(f'{where}: {fields[0]}: {problem}')
             continue
         key = osp.normpath(fields[0])
         if key in landmarks and not np.array_equal(landmarks[key], points):
@@ -115,13 +121,17 @@ class FaceIdentityDataset(BaseDataset):
     (3, H, W) uint8 RGB aligned crop, and ``data_samples``, an ``ActionDataSample`` with ``gt_label``.
 
     Bad input, found while the dataset is built: an identity folder without images, a list-file row that is
-    not ``path identity``, an identity outside the given classes, a malformed landmark file (see
-    :func:`load_landmark_file`), an image the landmark file has no entry for, and, by ``check_images``,
-    missing or undecodable images. Under ``on_bad_data='raise'`` the first one raises an error naming the
-    file and row (or folder); under ``'skip'`` bad items are left out and one warning per kind counts them.
-    Images that fail to decode later, in the pipeline, raise a ``FaceImageError`` naming the file; in
-    training under ``'skip'`` the sample is replaced by another one and a warning counts them (test mode
-    cannot replace samples: check the images up front with ``check_images='decode'`` instead).
+    not ``path identity``, an identity outside the given classes, a malformed landmark file or degenerate
+    landmarks (see :func:`load_landmark_file`), an image the landmark file has no entry for, by
+    ``check_images``, missing or undecodable images and, with ``'decode'`` and a ``FaceAlign`` in the
+    pipeline, landmarks that put most of the aligned crop outside their image. Under ``on_bad_data='raise'``
+    the first one raises an error naming the file and row (or folder); under ``'skip'`` bad items are left out
+    and one warning per kind counts them. The list and landmark files must be UTF-8 (a byte-order mark and CRLF
+    line ends are accepted), and a dataset left empty raises, whatever ``on_bad_data`` says. Images that fail
+    to decode later, in the pipeline, or whose landmarks ``FaceAlign`` refuses there, raise a
+    ``FaceImageError`` naming the file; in training under ``'skip'`` the sample is replaced by another one and
+    a warning counts them (test mode cannot replace samples: check the images up front with
+    ``check_images='decode'`` instead).
 
     Args:
         ann_file (str): The list file; empty for the folder layout. Relative paths are relative to
@@ -180,7 +190,7 @@ class FaceIdentityDataset(BaseDataset):
             items, landmarks = self._with_landmarks(items)
         else:
             landmarks = {}
-        items = self._checked_images(items, image_root)
+        items = self._checked_images(items, image_root, landmarks)
         classes = self._classes(items)
         labels = {name: label for label, name in enumerate(classes)}
         unknown = BadItems(self.on_bad_data, ValueError, 'images of identities outside metainfo["classes"]')
@@ -194,6 +204,10 @@ class FaceIdentityDataset(BaseDataset):
                 info['landmarks'] = landmarks[osp.normpath(path)]
             data_list.append(info)
         unknown.warn()
+        if not data_list:
+            source = self.ann_file or f'the identity folders of {image_root}'
+            raise DataFileError(f'FaceIdentityDataset has no samples: no usable image is listed in {source} (the '
+                                'warnings above name the items left out)')
         self._metainfo.update(classes=tuple(classes), num_identities=len(classes))
         return data_list
 
@@ -239,23 +253,33 @@ class FaceIdentityDataset(BaseDataset):
         missing.warn()
         return kept, landmarks
 
-    def _checked_images(self, items: List[_Item], image_root: str) -> List[_Item]:
+    def _checked_images(self, items: List[_Item], image_root: str, landmarks: Dict[str, np.ndarray]) -> List[_Item]:
         if self.check_images == 'none' or (self.check_images == 'exist' and not self.ann_file):
             return items
-        bad = BadItems(self.on_bad_data, FaceImageError, 'missing or unreadable images')
+        unreadable = BadItems(self.on_bad_data, FaceImageError, 'missing or unreadable images')
+        misplaced = BadItems(self.on_bad_data, FaceImageError, f'images whose landmarks in {self.landmark_file} do '
+                             'not locate a face')
+        align = next((t for t in self.pipeline.transforms if isinstance(t, FaceAlign)), None) if landmarks else None
         kept = []
         for item in items:
             path = osp.join(image_root, item.path)
             try:
                 if self.check_images == 'decode':
-                    read_face_image(path)
+                    img = read_face_image(path)
                 elif not osp.isfile(path):
                     raise FaceImageError(f'the face image {path} does not exist')
             except FaceImageError as e:
-                bad.add(f'{item.where}: {e}' if self.ann_file else str(e))
+                unreadable.add(f'{item.where}: {e}' if self.ann_file else str(e))
                 continue
+            if self.check_images == 'decode' and align is not None:
+                try:
+                    align.landmark_matrix(img.shape[:2], landmarks[osp.normpath(item.path)], path)
+                except FaceImageError as e:
+                    misplaced.add(f'{self.landmark_file}: {e}')
+                    continue
             kept.append(item)
-        bad.warn()
+        unreadable.warn()
+        misplaced.warn()
         return kept
 
     def _classes(self, items: List[_Item]) -> List[str]:
