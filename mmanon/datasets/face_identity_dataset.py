@@ -148,8 +148,8 @@ class FaceIdentityDataset(BaseDataset):
             slow on large datasets). Defaults to 'exist'.
         image_extensions (Sequence[str]): File endings (case-insensitive) taken as images in the folder
             layout; other files are ignored. Defaults to ('.jpg', '.jpeg', '.png', '.bmp', '.webp').
-        metainfo (dict, optional): ``classes``, the identity names in label order (a list or a file).
-            Defaults to None (every identity found, sorted).
+        metainfo (dict, optional): ``classes``, the identity names in label order (a list, or a UTF-8 file of
+            one name per line). Defaults to None (every identity found, sorted).
         **kwargs: The other arguments of mmengine's ``BaseDataset`` (``test_mode``, ``indices``,
             ``lazy_init``, ...).
     """
@@ -174,6 +174,10 @@ class FaceIdentityDataset(BaseDataset):
         self.check_images = check_images
         self.image_extensions = tuple(ext.lower() for ext in image_extensions)
         self.skipped_in_pipeline = 0
+        classes = (metainfo or {}).get('classes')
+        if isinstance(classes, str) and osp.isfile(classes):
+            # Read here like the other files (mmengine's reader would keep a byte-order mark in the first name).
+            metainfo = dict(metainfo, classes=[line.strip() for line in read_text_lines(classes) if line.strip()])
         super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root, data_prefix=data_prefix,
                          pipeline=list(pipeline), **kwargs)
 

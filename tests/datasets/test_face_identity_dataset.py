@@ -273,11 +273,14 @@ def test_far_off_landmarks_give_no_labelled_crop(copied, logged_warnings):
     assert dataset.skipped_in_pipeline >= 1
 
 
-def test_list_and_landmark_files_in_other_encodings(copied):
+def test_list_and_landmark_files_in_other_encodings(copied, tmp_path):
     rows = landmark_rows(copied)
     with open(copied['landmarks'], 'wb') as f:
         f.write(b'\xef\xbb\xbf' + ''.join(row + '\r\n' for row in rows).encode())
-    assert len(build(copied, landmark_file=copied['landmarks'])) == 12
+    classes = tmp_path / 'identities.txt'
+    classes.write_bytes(b'\xef\xbb\xbfface_00\r\nface_01\r\nface_02\r\nface_03\r\n')
+    dataset = build(copied, landmark_file=copied['landmarks'], metainfo=dict(classes=str(classes)))
+    assert len(dataset) == 12 and dataset.metainfo['classes'] == tuple(f'face_{i:02d}' for i in range(4))
     with open(copied['val_list'], 'wb') as f:
         f.write(f'{lfw_image_path("face_00", 3)} face_00\n{lfw_image_path("face_01", 3)} identité\n'.encode('latin-1'))
     with pytest.raises(ValueError, match=r'val_list.txt, row 2: not UTF-8'):
