@@ -17,11 +17,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
-from mmengine.config import Config
-
-from mmanon.compat import load_local_checkpoint
+from mmanon.compat import checkpoint_config, load_local_checkpoint
 from mmanon.models.utils import resize_crops, to_uint8
 from mmanon.registry import MODELS, build_in_scope
+from mmanon.utils.checkpoint import check_trained_keys
 
 Embeddings = Optional[Tuple[np.ndarray, np.ndarray]]
 # Where the model attaches its own discriminator's embeddings of the raw and the anonymized crops.
@@ -191,7 +190,8 @@ class CheckpointAttacker(CropAttacker):
     head's constructor arguments as plain Python values) and ``'state_dict'`` (its weights), or a
     ``tools/train.py`` checkpoint of a :class:`FaceIdentityClassifier` (a discriminator pre-trained on a
     face-identity dataset), whose head is read from its config and weights. Checkpoints are loaded with
-    ``weights_only=True`` (see :mod:`mmanon.compat`). The head runs on the device of the crops it is given.
+    ``weights_only=True`` and their stored config is read as plain values (see :mod:`mmanon.compat`). The head
+    runs on the device of the crops it is given.
 
     An attacker checkpoint also names the identity of each of the head's classes (``meta['identities']``), so
     that the head's classifier can name the evaluated faces' identities (:meth:`classify`), and may hold
@@ -209,6 +209,7 @@ class CheckpointAttacker(CropAttacker):
         super().__init__(name or osp.splitext(osp.basename(checkpoint))[0], batch_size)
         config, state_dict = _head_of_checkpoint(checkpoint)
         self.head = build_in_scope(MODELS, dict(type='FaceDiscriminatorHead', **config))
+        check_trained_keys(self.head, state_dict, checkpoint)
         self.head.load_state_dict(state_dict)
         self.head.eval()
         self._classes, self.train_gallery = _classes_of_checkpoint(checkpoint, self.head)
@@ -239,12 +240,13 @@ def _head_of_checkpoint(path: str) -> Tuple[dict, dict]:
     saved = load_local_checkpoint(path, map_location='cpu')
     if isinstance(saved, dict) and {'config', 'state_dict'} <= saved.keys():
         return saved['config'], saved['state_dict']
-    cfg_text = saved.get('meta', {}).get('cfg') if isinstance(saved, dict) else None
-    head = Config.fromstring(cfg_text, '.py').get('model', {}).get('head') if cfg_text else None
-    if head is None or 'state_dict' not in saved or not str(head.get('type')).endswith('FaceDiscriminatorHead'):
+    cfg = checkpoint_config(saved, path)
+    head = (cfg.get('model') or {}).get('head') if cfg else None
+    if not isinstance(head, dict) or 'state_dict' not in saved or \
+            not str(head.get('type')).endswith('FaceDiscriminatorHead'):
         raise ValueError(f'{path} is neither an attacker checkpoint (a dict with the keys \'config\' and '
                          '\'state_dict\') nor a tools/train.py checkpoint of a FaceIdentityClassifier')
-    config = {key: value for key, value in head.to_dict().items() if key != 'type'}
+    config = {key: value for key, value in head.items() if key != 'type'}
     state_dict = {key[len('head.'):]: value for key, value in saved['state_dict'].items() if key.startswith('head.')}
     return config, state_dict
 
@@ -303,6 +305,7 @@ class InvertedAttacker(CropAttacker):
             raise ValueError(f'{inverter} is not an inverter checkpoint (a dict with \'state_dict\' and a '
                              '\'config\' of type UNetInverter, as tools/analysis/train_inverter.py writes)')
         self.inverter = build_in_scope(MODELS, config)
+        check_trained_keys(self.inverter, saved['state_dict'], inverter)
         self.inverter.load_state_dict(saved['state_dict'])
         self.inverter.eval()
 

@@ -66,6 +66,7 @@ from mmanon.compat import load_local_checkpoint  # noqa: E402
 from mmanon.evaluation.metrics.face_privacy_metric import PROTOCOLS  # noqa: E402
 from mmanon.models.anonymizers import IdentityAnonymizer  # noqa: E402
 from mmanon.registry import MODELS, build_in_scope  # noqa: E402
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_CONFIG_DIR = osp.join('configs', 'detection', 'slowonly')
@@ -141,6 +142,8 @@ def parse_args(argv=None):
                         'tools/dist_test.sh (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the detectors\' and the attackers\' training '
                         '(default: %(default)s)')
+    # Both hold for every step: the steps inherit the opt-in through the environment and get the flag.
+    add_checkpoint_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -301,10 +304,15 @@ def raw_face_attacker(config_path: str, checkpoint: str, args) -> str:
     given method's config (the raw faces are the same for every method) unless it exists."""
     out = osp.join(args.work_dir, RAW_FACE_ATTACKER_FILE)
     train_analysis_model('train_attacker.py', 'raw-face attacker', out, (), [
-        config_path, checkpoint, '--faces', 'raw', '--out', out, '--seed', str(args.seed),
+        config_path, checkpoint, '--faces', 'raw', '--out', out, '--seed', str(args.seed), *_missing_keys_flag(args),
         *shlex.split(args.attacker_args)
     ], osp.join(args.work_dir, 'raw_face_attacker_stdout.log'))
     return out
+
+
+def _missing_keys_flag(args) -> List[str]:
+    """``--allow-missing-keys`` for the steps that load the detector's checkpoint, if it was given."""
+    return ['--allow-missing-keys'] if args.allow_missing_keys else []
 
 
 def evaluate_method(name: str, config_path: str, role: str, args, shared: dict) -> dict:
@@ -327,7 +335,8 @@ def evaluate_method(name: str, config_path: str, role: str, args, shared: dict) 
     checkpoint = train_detector(name, config_path, args)
     attacker = osp.join(work_dir, ATTACKER_FILE)
     train_analysis_model('train_attacker.py', 'adaptive attacker', attacker, [checkpoint], [
-        config_path, checkpoint, '--out', attacker, '--seed', str(args.seed), *shlex.split(args.attacker_args)
+        config_path, checkpoint, '--out', attacker, '--seed', str(args.seed), *_missing_keys_flag(args),
+        *shlex.split(args.attacker_args)
     ], osp.join(work_dir, 'attacker_stdout.log'))
     result = dict(role=role, config=config_path, checkpoint=checkpoint)
     if role == 'raw':
@@ -341,7 +350,7 @@ def evaluate_method(name: str, config_path: str, role: str, args, shared: dict) 
         inverter = osp.join(work_dir, INVERTER_FILE)
         train_analysis_model('train_inverter.py', 'inverter', inverter, [checkpoint, raw_faces], [
             config_path, checkpoint, '--embedder', raw_faces, '--out', inverter, '--seed', str(args.seed),
-            *shlex.split(args.inverter_args)
+            *_missing_keys_flag(args), *shlex.split(args.inverter_args)
         ], osp.join(work_dir, 'inverter_stdout.log'))
         result['inverter'] = load_local_checkpoint(inverter, map_location='cpu')['meta']
 
@@ -359,7 +368,7 @@ def test_detector(config: Config, checkpoint: str, config_file: str, test_dir: s
     before = set(glob.glob(osp.join(test_dir, '*', '*.json')))
     log = osp.join(osp.dirname(config_file), f'{osp.basename(test_dir)}_stdout.log')
     run_step(_tool('test.py', args.gpus, config_file, checkpoint) +
-             ['--work-dir', test_dir, *shlex.split(args.test_args)], log, what)
+             ['--work-dir', test_dir, *_missing_keys_flag(args), *shlex.split(args.test_args)], log, what)
     return read_test_metrics(test_dir, before)
 
 
@@ -666,6 +675,7 @@ def plot_report(rows: List[dict], path: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         methods = parse_methods(args.configs)
         if args.methods:

@@ -65,6 +65,7 @@ from mmanon.apis.faces import clip_faces, collect_faces, crop_faces, face_loader
 from mmanon.evaluation.functional import identity_templates  # noqa: E402
 from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor  # noqa: E402
 from mmanon.models.heads import FaceDiscriminatorHead  # noqa: E402
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
 OUT_FILE = 'adaptive_attacker.pth'
 
@@ -90,6 +91,7 @@ def add_face_source_args(parser: argparse.ArgumentParser, out_file: str, what: s
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the detector config, key=value pairs such as '
                         'model.data_preprocessor.face_crop_size="(64,64)"')
+    add_checkpoint_arguments(parser)
 
 
 def parse_args(argv=None):
@@ -321,7 +323,7 @@ def training_faces(args, out_file: str) -> Tuple[InstanceData, str, AnonymizerDa
         folder = osp.dirname(args.checkpoint) if args.checkpoint else osp.join(
             'work_dirs', osp.splitext(osp.basename(args.config))[0])
         out = osp.join(folder, out_file)
-    preprocessor = load_detector(config, args.checkpoint, args.device).data_preprocessor
+    preprocessor = load_detector(config, args.checkpoint, args.device, args.allow_missing_keys).data_preprocessor
 
     if args.face_dataset:
         source = args.face_dataset
@@ -394,6 +396,7 @@ def train_attacker(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         result = train_attacker(args)
     except (OSError, ValueError) as e:

@@ -46,6 +46,7 @@ import mmanon  # noqa: F401,E402  (applies the compatibility fixes and registers
 from mmanon.evaluation.attackers import CheckpointAttacker  # noqa: E402
 from mmanon.models import UNetInverter  # noqa: E402
 from mmanon.models.utils import resize_crops  # noqa: E402
+from mmanon.utils import apply_checkpoint_arguments  # noqa: E402
 from train_attacker import (BestEpoch, add_face_source_args, default_input_size, save_model,  # noqa: E402
                             split_held_out, training_faces)
 
@@ -233,6 +234,7 @@ def train_inverter(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         result = train_inverter(args)
     except (OSError, ValueError) as e:
