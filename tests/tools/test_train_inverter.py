@@ -66,7 +66,7 @@ def test_undoes_a_reversible_anonymizer(stand_in):
     assert meta['train_faces'] + meta['held_out_faces'] == 40
     # The restored held-out faces are far nearer the raw ones than their negatives, in pixels and to the
     # recogniser.
-    assert meta['held_out']['pixel'] < meta['held_out_anonymized']['pixel'] / 4
+    assert meta['held_out']['pixel'] < meta['held_out_anonymized']['pixel'] / 3
     assert meta['held_out']['identity'] > meta['held_out_anonymized']['identity'] + 0.3
     results = privacy(stand_in, config, inverter)
     # The negatives fool the recogniser of raw faces in its raw gallery; restored, they are all re-identified.
