@@ -11,7 +11,8 @@ folder ``<work-dir>/<method>/``:
    ``tools/analysis/train_inverter.py`` into ``inverter.pth`` (same rule), with the identity loss of the
    *raw-face attacker*: an attacker trained on the raw training faces, which is the raw reference's adaptive
    attacker when the raw reference is among the methods (it runs first) and otherwise
-   ``<work-dir>/raw_face_attacker.pth`` (``train_attacker.py --faces raw``);
+   ``<work-dir>/raw_face_attacker.pth`` (``train_attacker.py --faces raw``, kept once trained: delete it to
+   retrain);
 4. write the config with the report's test evaluator into ``privacy_test_config.py`` (the config's
    ``AVAMetric`` and an ``mmanon.FacePrivacyMetric`` whose attackers are ``discriminator``, the model's own,
    where it has one; ``adaptive``, the attacker of step 2; ``inverted``, the faces restored by the inverter of
@@ -410,9 +411,9 @@ def report_rows(results: Dict[str, dict]) -> List[dict]:
     ``worst_case/protocol`` as ``<attacker>/<protocol>``, its ``chance`` and ``majority``), each report
     attacker's worst case (``worst_case/<attacker>``, ``worst_case/<attacker>/protocol``) and every protocol's
     rates (``reid_top1/<attacker>/<protocol>``, ``reid_chance/...``, ``reid_majority/...``) for the attackers
-    and protocols that some method has, the
-    adaptive attacker's ``roc_auc`` and ``tar@far=0.01``, and the inverter's held-out pixel loss and identity
-    similarity, of the restored and of the anonymized faces (``inverter/...``).
+    and protocols that some method has, the adaptive attacker's ``roc_auc`` and ``tar@far=0.01``, and the
+    inverter's held-out pixel loss and identity similarity, of the restored and of the anonymized faces
+    (``inverter/...``).
     """
     raw = [r for r in results.values() if r['role'] == 'raw']
     raw_map = _number(raw[0]['metrics'].get(FRAME_MAP_KEY)) if len(raw) == 1 else float('nan')
