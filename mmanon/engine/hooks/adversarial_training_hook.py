@@ -178,7 +178,7 @@ class AdversarialTrainingHook(Hook):
                             'mmanon.AnonymizerDataPreprocessor with a discriminator, got '
                             f'{type(preprocessor).__name__}')
         players = {id(p) for p in preprocessor.parameters()}
-        for group in optim_wrapper.param_groups:
+        for group in optim_wrapper.optimizer.param_groups:
             group['params'] = [p for p in group['params'] if id(p) not in players]
         if any(p.requires_grad for p in preprocessor.anonymizer.parameters()):
             self.anonymizer_wrapper = build_optim_wrapper(preprocessor.anonymizer,
@@ -439,7 +439,7 @@ class AdversarialTrainingHook(Hook):
         Returns:
             dict: The player's gradient norm, when its wrapper clips by norm.
         """
-        params = [p for group in optim_wrapper.param_groups for p in group['params'] if p.grad is not None]
+        params = [p for group in optim_wrapper.optimizer.param_groups for p in group['params'] if p.grad is not None]
         if not params:
             return {}
         scalars = {}
