@@ -7,6 +7,8 @@ optimizer). One training config per family (each folder) takes a training step w
 generated batch; the long-term feature bank of LFB is inferred first, by the family's infer config under the same
 overlay, on the same batch.
 """
+import copy
+import functools
 import gc
 import glob
 import os.path as osp
@@ -27,6 +29,7 @@ from mmanon.registry import HOOKS, MODELS
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DETECTION = osp.join(osp.dirname(mmaction.__file__), '.mim', 'configs', 'detection')
 STOCK_CONFIGS = sorted(osp.relpath(p, DETECTION) for p in glob.glob(osp.join(DETECTION, '*', '*.py')))
+FAMILIES = sorted({osp.dirname(config) for config in STOCK_CONFIGS})
 OVERLAYS = ('gaussian-blur', 'adversarial')
 # The README's overlays; a config without training (LFB's infer configs) takes the model line only.
 MODEL_LINES = {
@@ -68,6 +71,16 @@ test_dataloader = val_dataloader
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(config: str) -> Config:
+    return Config.fromfile(osp.join(DETECTION, config))
+
+
+def stock_config(config: str) -> Config:
+    """The stock config, parsed once per session."""
+    return copy.deepcopy(_parsed(config))
+
+
 def is_training_config(cfg: Config) -> bool:
     return cfg.get('train_cfg') is not None and cfg.get('optim_wrapper') is not None
 
@@ -75,7 +88,7 @@ def is_training_config(cfg: Config) -> bool:
 def compose(config: str, overlay: str, tmp_path, **options) -> Config:
     """The stock ``config`` with the README's ``overlay`` lines, as the user's file would hold them;
     ``options`` are set afterwards as ``--cfg-options`` would."""
-    stock = Config.fromfile(osp.join(DETECTION, config))
+    stock = stock_config(config)
     text = MODEL_LINES[overlay].format(config=config, repo=REPO)
     if is_training_config(stock):
         text += TRAINING_LINES[overlay]
@@ -124,7 +137,7 @@ def test_overlay_builds(config, overlay, tmp_path):
     cfg.merge_from_dict(bank_options(cfg, str(tmp_path)))
     model, optim_wrapper, hook = build(cfg)
     assert isinstance(model.data_preprocessor, AnonymizerDataPreprocessor)
-    assert type(model).__name__ == Config.fromfile(osp.join(DETECTION, config)).model.type
+    assert type(model).__name__ == stock_config(config).model.type
     if optim_wrapper is None:
         return
     in_optimizer = {id(p) for group in optim_wrapper.optimizer.param_groups for p in group['params']}
@@ -138,13 +151,9 @@ def test_overlay_builds(config, overlay, tmp_path):
         assert detector <= in_optimizer
 
 
-def family_configs():
-    """One training config per family: the first (by name) of each folder."""
-    families = {}
-    for config in STOCK_CONFIGS:
-        if is_training_config(Config.fromfile(osp.join(DETECTION, config))):
-            families.setdefault(osp.dirname(config), config)
-    return sorted(families.values())
+def family_config(family: str) -> str:
+    """The family's config that trains: the first (by name) training config of its folder."""
+    return next(c for c in STOCK_CONFIGS if osp.dirname(c) == family and is_training_config(stock_config(c)))
 
 
 def tiny_batch(cfg: Config, size: int = 32):
@@ -172,8 +181,7 @@ def infer_bank(config: str, overlay: str, tmp_path, batch: dict) -> str:
     the same overlay (so that the bank holds features of anonymized clips only)."""
     bank_dir = str(tmp_path / 'bank')
     infer = next(c for c in STOCK_CONFIGS if osp.dirname(c) == osp.dirname(config)
-                 and bank_options(Config.fromfile(osp.join(DETECTION, c)), '') and not is_training_config(
-                     Config.fromfile(osp.join(DETECTION, c))))
+                 and bank_options(stock_config(c), '') and not is_training_config(stock_config(c)))
     cfg = compose(infer, overlay, tmp_path, **(SMALL_PLAYERS if overlay == 'adversarial' else {}))
     cfg.merge_from_dict(bank_options(cfg, bank_dir))
     model, _, _ = build(cfg)
@@ -189,8 +197,9 @@ def infer_bank(config: str, overlay: str, tmp_path, batch: dict) -> str:
 
 
 @pytest.mark.parametrize('overlay', OVERLAYS)
-@pytest.mark.parametrize('config', family_configs())
-def test_one_config_per_family_trains_a_step(config, overlay, tmp_path):
+@pytest.mark.parametrize('family', FAMILIES)
+def test_one_config_per_family_trains_a_step(family, overlay, tmp_path):
+    config = family_config(family)
     cfg = compose(config, overlay, tmp_path, **(SMALL_PLAYERS if overlay == 'adversarial' else {}))
     batch = tiny_batch(cfg)
     if bank_options(cfg, ''):
