@@ -177,19 +177,23 @@ class AdversarialTrainingHook(Hook):
             raise TypeError('AdversarialTrainingHook needs model.data_preprocessor to be an '
                             'mmanon.AnonymizerDataPreprocessor with a discriminator, got '
                             f'{type(preprocessor).__name__}')
+        accumulative_counts = optim_wrapper._accumulative_counts
+        if self.face_dataloader_cfg is not None and self.face_interval % accumulative_counts:
+            raise ValueError(f'face_interval ({self.face_interval}) must be a multiple of the optimizer wrapper\'s '
+                             f'accumulative_counts ({accumulative_counts}): the face-dataset steps of M and D '
+                             'happen at the end of an accumulation window')
+        self.accumulative_counts = accumulative_counts
         players = {id(p) for p in preprocessor.parameters()}
         for group in optim_wrapper.optimizer.param_groups:
-            group['params'] = [p for p in group['params'] if id(p) not in players]
+            keep = [id(p) not in players for p in group['params']]
+            group['params'] = [p for p, kept in zip(group['params'], keep) if kept]
+            if 'param_names' in group:  # torch's named parameter groups, as some constructors make
+                group['param_names'] = [n for n, kept in zip(group['param_names'], keep) if kept]
         if any(p.requires_grad for p in preprocessor.anonymizer.parameters()):
             self.anonymizer_wrapper = build_optim_wrapper(preprocessor.anonymizer,
                                                           copy.deepcopy(self.anonymizer_optim_wrapper_cfg))
         self.discriminator_wrapper = build_optim_wrapper(preprocessor.discriminator,
                                                          copy.deepcopy(self.discriminator_optim_wrapper_cfg))
-        self.accumulative_counts = optim_wrapper._accumulative_counts
-        if self.face_dataloader_cfg is not None and self.face_interval % self.accumulative_counts:
-            raise ValueError(f'face_interval ({self.face_interval}) must be a multiple of the optimizer wrapper\'s '
-                             f'accumulative_counts ({self.accumulative_counts}): the face-dataset steps of M and D '
-                             'happen at the end of an accumulation window')
         if self._forward_hook is not None:
             self._forward_hook.remove()
         self._forward_hook = model.register_forward_hook(_add_preprocessor_losses, with_kwargs=True)
@@ -354,13 +358,14 @@ class AdversarialTrainingHook(Hook):
         Returns:
             FaceBatch: The batch's raw and anonymized faces.
         """
-        device = preprocessor.mean.device
+        device = next(preprocessor.discriminator.parameters()).device
         raw = torch.stack(batch['inputs']).to(device).float()
         identities = torch.cat([sample.gt_label.view(-1) for sample in batch['data_samples']]).to(device)
         identities = identities + self._face_identity_offset
         (anonymized, ) = anonymize_crops(preprocessor.anonymizer, [raw])
         faces = FaceBatch(raw, anonymized, identities, torch.zeros_like(identities))
-        loss = sum(preprocessor.anonymizer_losses(faces, [raw], [anonymized]).values(), torch.zeros((), device=device))
+        losses = preprocessor.anonymizer_losses(faces, [raw], [anonymized])
+        loss = sum(losses.values(), torch.zeros((), device=device))
         if self.anonymizer_wrapper is not None and loss.requires_grad:
             params = list(preprocessor.anonymizer.parameters())
             loss.backward(inputs=params)

@@ -320,7 +320,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             dict[str, Tensor]: ``loss_adv`` (with a discriminator; zero while ``adversarial_weight`` is 0)
             and ``loss_l1`` (with ``l1_weight`` > 0).
         """
-        device = self.mean.device
+        device = faces.raw.device
         face_scale, pixel_scale = global_mean_scales(len(faces), sum(p.numel() for p in patches), device=device)
         losses = {}
         if self.discriminator is not None:
