@@ -397,7 +397,12 @@ class AVAFaceDataset(AVADataset):
                 row = split_csv_line(line)
                 if len(row) != 2:
                     raise ValueError(f'expected 2 columns (video_id,timestamp), got {len(row)}')
-                keys.add(parse_face_row(row + ['0', '0', '1', '1', '']).img_key)
+                if not row[0].strip():
+                    raise ValueError('video_id is empty')
+                try:
+                    keys.add(f'{row[0].strip()},{int(row[1]):04d}')
+                except ValueError:
+                    raise ValueError(f'timestamp must be an integer, got {row[1]!r}') from None
             except ValueError as e:
                 bad_rows.add(f'{self.exclude_file}, row {row_number}: {e}')
         bad_rows.warn()
