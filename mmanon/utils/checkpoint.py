@@ -37,7 +37,7 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, missing_keys: bool
     """
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load checkpoints with full unpickling and read the config stored in them as Python '
-                        f'(both can run code); only for files from a trusted source that the default safe loading '
+                        '(both can run code); only for files from a trusted source that the default safe loading '
                         f'refuses. Same as {TRUST_ENV}=1')
     if missing_keys:
         parser.add_argument('--allow-missing-keys', action='store_true',
