@@ -83,17 +83,18 @@ cached_wheel() {
 build_wheel() {
   local tmp wheel
   tmp=$(mktemp -d)
-  pip_install -q --no-cache-dir --target "$tmp/overlay" "setuptools<70" wheel ninja >&2
+  # build_wheel runs in a $(...) subshell, whose exit, on success or failure, removes the build folder.
+  trap "rm -rf '$tmp'" EXIT
+  pip_install -q --no-cache-dir --no-warn-conflicts --target "$tmp/overlay" "setuptools<70" wheel ninja >&2
   PYTHONPATH="$tmp/overlay${PYTHONPATH:+:$PYTHONPATH}" PATH="$tmp/overlay/bin:$PATH" MMCV_WITH_OPS=1 \
     MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PYTHON" -m pip wheel --disable-pip-version-check --no-build-isolation \
     --no-deps --no-cache-dir -w "$tmp/wheels" "mmcv==$MMCV_VERSION" >&2
   wheel=$(ls "$tmp"/wheels/mmcv-*.whl)
-  check_wheel "$wheel" || { rm -rf "$tmp"; fail "the mmcv build produced a wheel without compiled ops (above)"; }
+  check_wheel "$wheel" || fail "the mmcv build produced a wheel without compiled ops (above)"
   # Copied under a temporary name, then renamed: an interrupted copy never leaves a truncated wheel in the cache.
   mkdir -p "$cache_dir"
   cp "$wheel" "$cache_dir/.partial-$(basename "$wheel")"
   mv "$cache_dir/.partial-$(basename "$wheel")" "$cache_dir/$(basename "$wheel")"
-  rm -rf "$tmp"
   echo "$cache_dir/$(basename "$wheel")"
 }
 
