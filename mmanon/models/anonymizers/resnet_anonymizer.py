@@ -136,11 +136,22 @@ class ResNetAnonymizer(BaseAnonymizer):
         if self.residual and first_call and not pretrained:
             self._zero_output_conv()
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        # Checkpoints written while the norms were InstanceNorm2d name them 'in' where GroupNorm is 'gn'; the
-        # parameters are the same. Children load after their parent, so renaming here serves them all.
+    @staticmethod
+    def upgrade_state_dict_keys(state_dict: dict, prefix: str = '') -> None:
+        """Rename, in place, the keys of an older layout of this network under ``prefix`` to the current ones:
+        checkpoints written while the norms were InstanceNorm2d name them 'in' where GroupNorm is 'gn' (the
+        parameters are the same). Loading applies it, and so does :func:`mmanon.utils.check_trained_keys`.
+
+        Args:
+            state_dict (dict): The weights.
+            prefix (str): This network's key prefix in ``state_dict``. Defaults to ''.
+        """
         for key in [k for k in state_dict if k.startswith(prefix) and '.in.' in k[len(prefix):]]:
             state_dict[prefix + key[len(prefix):].replace('.in.', '.gn.')] = state_dict.pop(key)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Children load after their parent, so renaming here serves them all.
+        self.upgrade_state_dict_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _zero_output_conv(self) -> None:

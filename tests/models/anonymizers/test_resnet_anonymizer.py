@@ -4,6 +4,7 @@ from mmengine.registry import DefaultScope
 
 from mmanon.models.anonymizers import ResNetAnonymizer
 from mmanon.registry import MODELS
+from mmanon.utils import check_trained_keys
 
 SMALL = dict(base_channels=4, num_blocks=1, num_downsamples=1, crop_size=(16, 16))
 
@@ -143,6 +144,8 @@ def test_checkpoints_of_the_instance_norm_layout_load_and_compute_the_same(monke
             if '.in.' in name:
                 param.uniform_(0.5, 1.5)
     anonymizer = ResNetAnonymizer(**SMALL, residual=False)
+    # The checkpoint check of tools/test.py and the video tool renames as loading does.
+    assert check_trained_keys(anonymizer, old.state_dict(), 'old.pth') == []
     anonymizer.load_state_dict(old.state_dict())
     crops = extreme_crops()
     torch.testing.assert_close(anonymizer(crops), old(crops), rtol=0, atol=1e-3)
