@@ -162,11 +162,12 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         Returns:
             Tensor: The anonymized clips.
         """
-        height, width = clips.shape[-2:]
-        inds, boxes = self._region_boxes(data_samples, training, clips.device)
-        regions, valid = enlarge_regions(boxes, self.margin, height, width)
-        self._count_skipped(int((~valid).sum()))
-        inds, regions = inds[valid], regions[valid]
+        num_frames, height, width = clips.shape[-3:]
+        inds, tubes = self._region_boxes(data_samples, training, num_frames, clips.device)
+        regions, valid = enlarge_regions(tubes, self.margin, height, width)
+        usable = valid.any(dim=1)
+        self._count_skipped(int((~usable).sum()))
+        inds, regions = inds[usable], regions[usable]
         crops = [crop.float() for crop in crop_regions(inputs, inds, regions)]
         patches = anonymize_crops(self.anonymizer, crops)
         paste_regions(clips, inds, regions, [self._normalize(p) for p in patches], self.feather)
@@ -200,22 +201,31 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             clip = clip[[2, 1, 0]]
         return clip.transpose(0, 1)
 
-    def _region_boxes(self, data_samples: SampleList, training: bool, device) -> Tuple[Tensor, Tensor]:
-        """(K,) sample indices and (K, 4) face boxes to anonymize."""
-        inds, boxes = [], []
+    def _region_boxes(self, data_samples: SampleList, training: bool, num_frames: int,
+                      device) -> Tuple[Tensor, Tensor]:
+        """(K,) sample indices and (K, T, 4) face tubes to anonymize, NaN where a face has no box."""
+        inds, tubes = [], []
         for n, sample in enumerate(data_samples):
-            if 'gt_faces' in sample:
-                sample_boxes = sample.gt_faces.bboxes
+            if 'face_tubes' in sample:
+                sample_tubes = sample.face_tubes.bboxes
+                if sample_tubes.dim() != 3 or sample_tubes.shape[1:] != (num_frames, 4):
+                    raise ValueError(f'face_tubes.bboxes must have shape (K, {num_frames}, 4), one box per face '
+                                     f'and frame of the clip, but got {tuple(sample_tubes.shape)}')
             else:
-                persons = sample.gt_instances if training else sample.get('proposals')
-                if persons is None or 'bboxes' not in persons:
-                    raise ValueError('a data sample carries neither face boxes (gt_faces) nor '
-                                     f'{"ground-truth person boxes" if training else "proposals"} to derive '
-                                     'head regions from; the preprocessor cannot tell where faces are')
-                sample_boxes = head_regions(persons.bboxes, self.head_ratio)
-            boxes.append(sample_boxes.to(device).float().reshape(-1, 4))
-            inds.append(torch.full((boxes[-1].shape[0], ), n, dtype=torch.long, device=device))
-        return torch.cat(inds), torch.cat(boxes)
+                if 'gt_faces' in sample:
+                    sample_boxes = sample.gt_faces.bboxes
+                else:
+                    persons = sample.gt_instances if training else sample.get('proposals')
+                    if persons is None or 'bboxes' not in persons:
+                        raise ValueError('a data sample carries neither face boxes (face_tubes, gt_faces) nor '
+                                         f'{"ground-truth person boxes" if training else "proposals"} to '
+                                         'derive head regions from; the preprocessor cannot tell where faces '
+                                         'are')
+                    sample_boxes = head_regions(persons.bboxes, self.head_ratio)
+                sample_tubes = sample_boxes.reshape(-1, 1, 4).expand(-1, num_frames, -1)
+            tubes.append(sample_tubes.to(device).float())
+            inds.append(torch.full((tubes[-1].shape[0], ), n, dtype=torch.long, device=device))
+        return torch.cat(inds), torch.cat(tubes)
 
     def _labelled_boxes(self, data_samples: SampleList, device) -> Tuple[Tensor, Tensor, Tensor]:
         """(F,) sample indices, (F, 4) face boxes and (F,) identities of the faces whose identity is known."""
