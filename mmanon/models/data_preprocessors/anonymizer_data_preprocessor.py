@@ -47,11 +47,14 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
     stock operations and blended back. Pixels outside every face region are therefore bit-identical to the
     stock preprocessor's output (and so is a face left unchanged, by the identity anonymizer).
 
-    Face regions of a clip, in this order of preference: the face boxes the data sample carries
-    (``gt_faces``, see :class:`mmanon.datasets.AVAFaceDataset`); otherwise the top ``head_ratio`` of each
-    person box (ground-truth boxes in training, proposals at test time, as the detector sees them). Each region
-    is enlarged by ``margin``, clipped to the frame and kept for all T frames (one box per face and clip, so
-    nothing jitters); regions left empty after clipping are skipped and counted.
+    Face regions of a clip, in this order of preference: the face tubes the data sample carries
+    (``face_tubes.bboxes``, one box per face and frame, see :class:`mmanon.datasets.AVAFaceDataset`), so
+    that each frame is anonymized where its face is; otherwise the keyframe's face boxes (``gt_faces``), or
+    the top ``head_ratio`` of each person box (ground-truth boxes in training, proposals at test time, as the
+    detector sees them), in all T frames. Each box is enlarged by ``margin`` and clipped to the frame; all
+    frames of a face get a region of the same size, centred on that frame's box, so the anonymizer sees the
+    face at one scale all through the clip (see :func:`mmanon.models.utils.enlarge_regions`). Faces with no
+    region left in any frame after clipping are skipped and counted.
 
     For the discriminator and the privacy metrics, the identity-labelled faces (``gt_faces``, else the heads
     of the ground-truth persons with ``gt_instances.identities``) are cut from the key frame of the raw and of
