@@ -1,4 +1,6 @@
-from mmanon.datasets.face_annotations import FaceRecord, dump_face_file, load_face_file
+import pytest
+
+from mmanon.datasets.face_annotations import FaceFileError, FaceRecord, dump_face_file, load_face_file
 
 RECORDS = [
     FaceRecord('vidA', 902, (0.125, 0.25, 0.375, 0.5), identity=3, entity_id=0),
@@ -28,3 +30,31 @@ def test_unknown_identity_and_entity_may_be_empty_or_absent(tmp_path):
     dump_face_file(str(tmp_path / 'again.csv'), records)
     assert load_face_file(str(tmp_path / 'again.csv')) == records
 
+
+
+def test_non_key_frames_have_decimal_timestamps(tmp_path):
+    path = tmp_path / 'faces.csv'
+    path.write_text('vidA,902.0333,0.1,0.2,0.3,0.4,,\n'
+                    'vidA,902.0,0.1,0.2,0.3,0.4,5,0\n'
+                    'vidA,0903,0.1,0.2,0.3,0.4,5,0\n')
+    first, key, padded = load_face_file(str(path))
+    assert first.timestamp == 902.0333 and not first.is_keyframe
+    # A whole number of seconds is a keyframe, however it is written.
+    assert (key.timestamp, key.is_keyframe, key.img_key) == (902, True, 'vidA,0902')
+    assert (padded.timestamp, padded.img_key) == (903, 'vidA,0903')
+    # One frame of 30 fps apart is told apart from its neighbours after a round trip.
+    records = [FaceRecord('vidA', 900 + i / 30, (0.1, 0.2, 0.3, 0.4)) for i in range(1, 90)]
+    dump_face_file(str(path), records)
+    loaded = load_face_file(str(path))
+    assert [round((r.timestamp - 900) * 30) for r in loaded] == list(range(1, 90))
+    assert sum(r.is_keyframe for r in loaded) == 2 and 'vidA,901,' in path.read_text()
+
+
+@pytest.mark.parametrize('timestamp, reason', [('abc', "must be a number of seconds, got 'abc'"),
+                                               ('-0.5', 'must be a non-negative number of seconds, got -0.5'),
+                                               ('nan', 'must be a non-negative number of seconds, got nan')])
+def test_bad_timestamps_name_the_row(tmp_path, timestamp, reason):
+    path = tmp_path / 'faces.csv'
+    path.write_text(f'vidA,902,0.1,0.2,0.3,0.4,5\nvidA,{timestamp},0.1,0.2,0.3,0.4,5\n')
+    with pytest.raises(FaceFileError, match=rf'faces.csv, row 2: timestamp {reason}'):
+        load_face_file(str(path))
