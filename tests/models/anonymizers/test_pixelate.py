@@ -21,6 +21,21 @@ def test_crop_smaller_than_a_block_becomes_flat():
     torch.testing.assert_close(out, crops.mean(dim=(-2, -1), keepdim=True).expand_as(crops))
 
 
+@pytest.mark.parametrize('size,block', [((48, 64), 8), ((64, 48), 8), ((24, 10), 3), ((20, 10), 3), ((3, 3), 1)])
+def test_block_ratio_is_a_fraction_of_the_longer_side(size, block):
+    crops = torch.rand(1, 3, *size) * 255
+    torch.testing.assert_close(Pixelate(block_ratio=0.125)(crops), Pixelate(block_size=block)(crops), rtol=0,
+                               atol=0)
+
+
+def test_block_ratio_is_the_default():
+    assert Pixelate().block_size is None and Pixelate().block_ratio == Pixelate.default_block_ratio
+
+
 def test_rejects_bad_block_size():
     with pytest.raises(ValueError, match='positive int, but got 0'):
         Pixelate(block_size=0)
+    with pytest.raises(ValueError, match='block_ratio must be in'):
+        Pixelate(block_ratio=0)
+    with pytest.raises(ValueError, match='not both'):
+        Pixelate(block_size=4, block_ratio=0.1)
