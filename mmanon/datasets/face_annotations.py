@@ -8,10 +8,10 @@ Coordinates are normalised to [0, 1] by the frame width and height; ``identity``
 shared by every appearance of the same person (across videos and splits), or empty / -1 when unknown;
 ``entity_id`` is the AVA person id of the annotated person box the face belongs to (empty / -1 if none).
 
-``timestamp`` is the second of the face's frame, as in AVA. An integer is a keyframe: the faces of the annotated
-keyframes are the ones a sample's identities and the discriminator's crops come from. A decimal number is any
-other frame, ``timestamp_start + (i - start_index) / fps`` for frame ``i`` of the video (``902.0333`` is the
-frame after keyframe 902 at 30 fps; four decimals tell frames apart up to 5000 fps): rows of non-key frames
+``timestamp`` is the second of the face's frame, as in AVA: a whole number for the frame of a whole second, a
+decimal number for any other frame, ``timestamp_start + (i - start_index) / fps`` for frame ``i`` of the video
+(``902.0333`` is the frame after keyframe 902 at 30 fps; four decimals tell frames apart up to 5000 fps). The
+rows of the annotated keyframes give each sample its faces and identities; the rows of all other frames
 (written by ``tools/data/detect_faces.py --all-frames``) follow each face through the clip, see
 :mod:`mmanon.datasets.face_tubes`. A file of keyframe rows only is the original format.
 """
