@@ -96,5 +96,9 @@ def test_coverage_counts_faces_left_raw_before_and_after_tubes(layout, tmp_path)
     assert by_regions['tubes: keyframes']['raw_frames'] == 6
     assert by_regions['tubes: all']['raw_frames'] == 0 and by_regions['tubes: all']['strict_raw_frames'] == 0
     assert by_regions['keyframe regions']['by_video'] == {'walk': [7, 6]}
+    # Two evenly spaced frames of each clip: 30 and 62, 60 and 92.
+    (row, ) = coverage['measure'](layout['ann_file'], layout['frame_root'], dict(all=all_frames), reference,
+                                  ['SlowOnly 4x16'], max_frames=2)[1:]
+    assert (row['sampled_frames'], row['face_frames'], row['raw_frames']) == (4, 3, 0)
     table = coverage['format_table'](rows)
     assert '| SlowOnly 4x16 | tubes: all | 2 | 8 | 7 | 0 | 0.0% | 0.0% |' in table
