@@ -8,24 +8,28 @@ Coordinates are normalised to [0, 1] by the frame width and height; ``identity``
 shared by every appearance of the same person (across videos and splits), or empty / -1 when unknown;
 ``entity_id`` is the AVA person id of the annotated person box the face belongs to (empty / -1 if none).
 
-``timestamp`` is the second of the face's frame, as in AVA: a whole number for the frame of a whole second, a
-decimal number for any other frame, ``timestamp_start + (i - start_index) / fps`` for frame ``i`` of the video
-(``902.0333`` is the frame after keyframe 902 at 30 fps; four decimals tell frames apart up to 5000 fps). The
-rows of the annotated keyframes give each sample its faces and identities; the rows of all other frames
-(written by ``tools/data/detect_faces.py --all-frames``) follow each face through the clip, see
+``timestamp`` is the second of the face's frame. An integer, as in AVA, is a keyframe: the keyframe rows give
+each sample its faces and identities. A decimal number is any frame, ``timestamp_start + (i - start_index) /
+fps`` for frame ``i`` of the video, written with a decimal point even at a whole second (``902.0333`` is the
+frame after keyframe 902 at 30 fps, ``903.0000`` the frame of second 903 when that is not an annotated
+keyframe; four decimals tell frames apart up to 5000 fps). The rows of frames (written by
+``tools/data/detect_faces.py --all-frames``) follow each face through the clip, see
 :mod:`mmanon.datasets.face_tubes`. A file of keyframe rows only is the original format.
 """
-import csv
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from mmengine.logging import print_log
 
+from .data_files import BadItems, DataFileError, read_text_lines, split_csv_line
 
-class FaceFileError(ValueError):
-    """A face annotation file has a row that cannot be used; the message names the file, row and field."""
+
+class FaceFileError(DataFileError):
+    """A face annotation file has a row that cannot be used, or cannot be read; the message names the file and,
+    where there is one, the row and field."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,8 @@ class FaceRecord:
 
     Args:
         video_id (str): The AVA video id.
-        timestamp (int | float): The frame's second: a whole number for a keyframe, as in AVA, a fraction
-            for another frame.
+        timestamp (int | float): The frame's second: an int for a keyframe, as in AVA, a float for any
+            frame (per-frame rows).
         bbox (tuple[float]): (x1, y1, x2, y2), normalised to [0, 1].
         identity (int): Identity label, -1 if unknown. Defaults to -1.
         entity_id (int): AVA person id of the person box holding the face, -1 if none. Defaults to -1.
@@ -48,8 +52,8 @@ class FaceRecord:
 
     @property
     def is_keyframe(self) -> bool:
-        """Whether the face is on a keyframe (a whole second)."""
-        return float(self.timestamp).is_integer()
+        """Whether the row is a keyframe's (an integer timestamp) rather than any frame's (a float)."""
+        return isinstance(self.timestamp, numbers.Integral)
 
     @property
     def img_key(self) -> str:
@@ -57,7 +61,7 @@ class FaceRecord:
         frame's key, with its decimal timestamp, is one no keyframe has)."""
         if not self.is_keyframe:
             return f'{self.video_id},{self.timestamp:.4f}'
-        return f'{self.video_id},{int(self.timestamp):04d}'
+        return f'{self.video_id},{self.timestamp:04d}'
 
 
 def _optional_int(text: str, field: str) -> int:
@@ -74,7 +78,7 @@ def _optional_int(text: str, field: str) -> int:
 
 
 def _timestamp(text: str) -> Union[int, float]:
-    """A keyframe's second (int) or another frame's (float); a whole number of seconds is a keyframe."""
+    """A keyframe's second (an int, written as an integer) or any frame's (a float, written as a decimal)."""
     try:
         return int(text)
     except ValueError:
@@ -85,7 +89,7 @@ def _timestamp(text: str) -> Union[int, float]:
         raise ValueError(f'timestamp must be a number of seconds, got {text!r}') from None
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f'timestamp must be a non-negative number of seconds, got {text.strip()}')
-    return int(value) if value.is_integer() else value
+    return value
 
 
 def parse_face_row(row: List[str]) -> FaceRecord:
@@ -115,41 +119,62 @@ def parse_face_row(row: List[str]) -> FaceRecord:
 
 def load_face_file(path: str,
                    on_error: str = 'raise',
-                   is_known_video: Optional[Callable[[str], bool]] = None) -> List[FaceRecord]:
+                   check_record: Optional[Callable[[FaceRecord], None]] = None) -> List[FaceRecord]:
     """Read and validate a face annotation file.
+
+    The file must be UTF-8 (a byte-order mark and CRLF line ends are accepted); another encoding raises a
+    :class:`FaceFileError` whatever ``on_error`` says. A row repeated exactly is dropped, and one warning counts
+    the repeats; a row with the video, timestamp and box of an earlier row but another identity or entity id
+    is a bad row.
 
     Args:
         path (str): The CSV file.
         on_error (str): ``'raise'`` stops at the first bad row with a :class:`FaceFileError` naming file,
             row and field; ``'skip'`` leaves bad rows out and logs one warning with their count and the first
             problem. Defaults to 'raise'.
-        is_known_video (callable, optional): Returns whether a video id exists in the dataset; rows of other
-            videos are bad rows. Defaults to None (not checked).
+        check_record (callable, optional): Raises ``ValueError`` for a parsed row that does not fit the
+            dataset (an unknown video, a timestamp that is not a keyframe); such rows are bad rows. Defaults to
+            None (not checked).
 
     Returns:
-        list[FaceRecord]: The valid rows, in file order.
+        list[FaceRecord]: The valid rows, in file order, without repeats.
     """
     if on_error not in ('raise', 'skip'):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    records, problems = [], []
-    with open(path, newline='', encoding='utf-8') as f:
-        for row_number, row in enumerate(csv.reader(f), start=1):
-            if not row or all(not cell.strip() for cell in row):
+    try:
+        lines = read_text_lines(path)
+    except DataFileError as e:
+        raise FaceFileError(str(e)) from None
+    bad_rows = BadItems(on_error, FaceFileError, f'bad rows of {path}')
+    records, first_rows, repeats = [], {}, []
+    for row_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = split_csv_line(line)
+            if all(not cell.strip() for cell in row):
                 continue
-            try:
-                record = parse_face_row(row)
-                if is_known_video is not None and not is_known_video(record.video_id):
-                    raise ValueError(f'video_id {record.video_id!r} is not in the dataset')
-            except ValueError as e:
-                message = f'{path}, row {row_number}: {e}'
-                if on_error == 'raise':
-                    raise FaceFileError(message) from None
-                problems.append(message)
+            record = parse_face_row(row)
+            if check_record is not None:
+                check_record(record)
+            face = (record.img_key, record.bbox)
+            if face in first_rows:
+                first_row, first = first_rows[face]
+                if first != record:
+                    raise ValueError(f'the face at {record.img_key} with box {record.bbox} has identity '
+                                     f'{record.identity} and entity_id {record.entity_id} here, {first.identity} '
+                                     f'and {first.entity_id} in row {first_row}')
+                repeats.append(f'row {row_number} repeats row {first_row}')
                 continue
-            records.append(record)
-    if problems:
-        print_log(f'skipped {len(problems)} bad rows of {path} (on_error="skip"); first: {problems[0]}',
-                  logger='current', level=logging.WARNING)
+        except ValueError as e:
+            bad_rows.add(f'{path}, row {row_number}: {e}')
+            continue
+        first_rows[face] = (row_number, record)
+        records.append(record)
+    bad_rows.warn()
+    if repeats:
+        print_log(f'dropped {len(repeats)} repeated rows of {path}; first: {repeats[0]}', logger='current',
+                  level=logging.WARNING)
     return records
 
 
@@ -163,5 +188,5 @@ def dump_face_file(path: str, records: Iterable[FaceRecord]) -> None:
     with open(path, 'w', encoding='utf-8', newline='\n') as f:
         for r in records:
             coords = ','.join(f'{v:.3f}' for v in r.bbox)
-            timestamp = int(r.timestamp) if r.is_keyframe else f'{r.timestamp:.4f}'
+            timestamp = r.timestamp if r.is_keyframe else f'{r.timestamp:.4f}'
             f.write(f'{r.video_id},{timestamp},{coords},{r.identity},{r.entity_id}\n')

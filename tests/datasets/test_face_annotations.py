@@ -22,7 +22,7 @@ def test_dump_then_load_round_trips(tmp_path):
 def test_unknown_identity_and_entity_may_be_empty_or_absent(tmp_path):
     path = tmp_path / 'faces.csv'
     path.write_text('vidA,902,0.1,0.2,0.3,0.4,,\n'
-                    'vidA,902,0.1,0.2,0.3,0.4,5\n'
+                    'vidA,902,0.5,0.2,0.7,0.4,5\n'
                     '\n'
                     'vidA,903,0.1,0.2,0.3,0.4,-1,\n')
     records = load_face_file(str(path))
@@ -32,22 +32,24 @@ def test_unknown_identity_and_entity_may_be_empty_or_absent(tmp_path):
 
 
 
-def test_non_key_frames_have_decimal_timestamps(tmp_path):
+def test_frames_have_decimal_timestamps(tmp_path):
     path = tmp_path / 'faces.csv'
     path.write_text('vidA,902.0333,0.1,0.2,0.3,0.4,,\n'
-                    'vidA,902.0,0.1,0.2,0.3,0.4,5,0\n'
-                    'vidA,0903,0.1,0.2,0.3,0.4,5,0\n')
-    first, key, padded = load_face_file(str(path))
-    assert first.timestamp == 902.0333 and not first.is_keyframe
-    # A whole number of seconds is a keyframe, however it is written.
+                    'vidA,0902,0.1,0.2,0.3,0.4,5,0\n'
+                    'vidA,903.0000,0.1,0.2,0.3,0.4,5,0\n')
+    frame, key, whole_second = load_face_file(str(path))
+    assert frame.timestamp == 902.0333 and not frame.is_keyframe
     assert (key.timestamp, key.is_keyframe, key.img_key) == (902, True, 'vidA,0902')
-    assert (padded.timestamp, padded.img_key) == (903, 'vidA,0903')
-    # One frame of 30 fps apart is told apart from its neighbours after a round trip.
+    # Written with a decimal point, a whole second is a frame's row, not a keyframe's.
+    assert (whole_second.timestamp, whole_second.is_keyframe, whole_second.img_key) == (903, False, 'vidA,903.0000')
+    # Frames of 30 fps are told apart after a round trip, whole seconds included.
     records = [FaceRecord('vidA', 900 + i / 30, (0.1, 0.2, 0.3, 0.4)) for i in range(1, 90)]
+    records.append(FaceRecord('vidA', 902, (0.1, 0.2, 0.3, 0.4)))
     dump_face_file(str(path), records)
     loaded = load_face_file(str(path))
-    assert [round((r.timestamp - 900) * 30) for r in loaded] == list(range(1, 90))
-    assert sum(r.is_keyframe for r in loaded) == 2 and 'vidA,901,' in path.read_text()
+    assert [round((r.timestamp - 900) * 30) for r in loaded[:-1]] == list(range(1, 90))
+    assert [r.is_keyframe for r in loaded] == [False] * 89 + [True]
+    assert 'vidA,901.0000,' in path.read_text() and 'vidA,902,' in path.read_text()
 
 
 @pytest.mark.parametrize('timestamp, reason', [('abc', "must be a number of seconds, got 'abc'"),

@@ -130,6 +130,57 @@ def test_cli_builds_the_detector_and_reports(tmp_path, dataset, capsys):
     assert 'nope' in capsys.readouterr().err
 
 
+class OtherDetector(WhiteBoxDetector):
+    """Another detector: the same boxes, another name."""
+
+
+@pytest.mark.parametrize('change, named', [
+    (dict(detector=OtherDetector()), r"detector \('WhiteBoxDetector' there, 'OtherDetector' now\)"),
+    (dict(fps=25), r'fps \(30 there, 25 now\)'),
+    (dict(timestamp_start=901), r'timestamp_start \(900 there, 901 now\)'),
+    (dict(detector_settings=dict(detector='haar', detector_options=dict(min_neighbors=3))),
+     r"detector \('WhiteBoxDetector' there, 'haar' now\); detector_options \(None there, \{'min_neighbors': 3\} "
+     r'now\)'),
+])
+def test_resume_with_other_settings_is_refused(tmp_path, dataset, change, named):
+    out = str(tmp_path / 'faces.csv')
+    with pytest.raises(KeyboardInterrupt):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(interrupt_at=2), progress=False, **dataset)
+    partial = open(out + '.partial').read()
+    kwargs = dict(dict(detector=WhiteBoxDetector(), progress=False, out_file=out, **dataset), **change)
+    with pytest.raises(ValueError, match=r'faces.csv.partial was made with other settings: ' + named +
+                       '. Rerun with its settings to resume it, or pass --restart'):
+        detect_faces(**kwargs)
+    assert open(out + '.partial').read() == partial and not osp.exists(out)
+    if 'detector' in change:  # the fixture has frames at the default timing only
+        detect_faces(**dict(kwargs, restart=True))
+        assert not osp.exists(out + '.partial') and open(out).read().splitlines() == expected_rows()
+
+
+def test_resume_checks_the_annotations_and_the_cli_detector(tmp_path, dataset, capsys):
+    out = str(tmp_path / 'faces.csv')
+    with pytest.raises(KeyboardInterrupt):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(interrupt_at=2), progress=False, **dataset)
+    with open(dataset['ann_file'], 'a') as f:
+        f.write('vidB,902,0.7,0.0,0.9,1.0,2,4\n')
+    with pytest.raises(ValueError, match=r'was made with other settings: ann_file_sha256 \('):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(), progress=False, **dataset)
+    # A partial file of an older version, without its settings, is not continued either.
+    with open(out + '.partial', 'w') as f:
+        f.write('{"video_id": "vidA", "timestamp": 902, "faces": []}\n')
+    args = [dataset['ann_file'], out, '--frame-root', dataset['frame_root'], '--filename-tmpl',
+            dataset['filename_tmpl'], '--detector', 'haar']
+    assert tool['main'](args) == 1
+    assert 'faces.csv.partial does not start with the settings it was made with' in capsys.readouterr().err
+    # The command line records the detector by its name and options.
+    assert tool['main'](args + ['--restart', '--detector-options', 'min_neighbors=3']) == 0
+    capsys.readouterr()
+    with open(out + '.partial', 'w') as f:
+        f.write('{"settings": {"detector": "dlib"}}\n')
+    assert tool['main'](args) == 1
+    assert "detector ('dlib' there, 'haar' now)" in capsys.readouterr().err
+
+
 # --- All frames: the per-frame rows that face tubes are built from ------------------------------------------
 
 
@@ -157,9 +208,11 @@ def test_all_frames_around_keyframes_get_rows_with_their_seconds(tmp_path, movin
     # Frames 6 to 36 around 902 (frame 21), 26 to 56 around 904 (frame 41): 51 frames, each searched once.
     assert summary == dict(keyframes=2, frames=51, resumed=0, faces=51, assigned=2) and detector.calls == 51
     records = load_face_file(out)
-    # Whole seconds are written as such; only the annotated keyframes' faces go to their person boxes.
-    assert [r.timestamp for r in records if r.is_keyframe] == [901, 902, 903, 904, 905]
-    assert all(r.entity_id == (4 if r.timestamp in (902, 904) else -1) and r.identity == -1 for r in records)
+    # Only the annotated keyframes have integer timestamps (other whole seconds are written 901.0000) and
+    # their faces go to their person boxes.
+    assert [r.timestamp for r in records if r.is_keyframe] == [902, 904]
+    assert all(r.entity_id == (4 if r.is_keyframe else -1) and r.identity == -1 for r in records)
+    assert 'vidM,903.0000,' in open(out).read()
     for record in records:
         index = round((record.timestamp - 900) * 10) + 1
         np.testing.assert_allclose(record.bbox, np.array(moving_box(index)) / [W, H, W, H], atol=5e-4)
