@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Dict, List, Optional
 
 import torch
@@ -37,7 +37,7 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, missing_keys: bool
     """
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load checkpoints with full unpickling and read the config stored in them as Python '
-                        f'(both can run code); only for files from a trusted source that the default safe loading '
+                        '(both can run code); only for files from a trusted source that the default safe loading '
                         f'refuses. Same as {TRUST_ENV}=1')
     if missing_keys:
         parser.add_argument('--allow-missing-keys', action='store_true',
@@ -64,18 +64,23 @@ def _uncovered(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> L
     return uncovered
 
 
+def _prefixes(key: str) -> List[str]:
+    atoms = key.split('.')
+    return ['.'.join(atoms[:depth]) for depth in range(1, len(atoms) + 1)]
+
+
 def _whole_parts(keys: List[str], expected: List[str]) -> List[str]:
     """``keys`` summarised as the largest parts (module prefixes) of which every expected key is in ``keys``."""
-    keys_set, parts = set(keys), []
+    expected_under, keys_under = Counter(), Counter()
+    for key in expected:
+        expected_under.update(_prefixes(key))
     for key in keys:
-        atoms = key.split('.')
-        for depth in range(1, len(atoms) + 1):
-            prefix = '.'.join(atoms[:depth])
-            under = [k for k in expected if k == prefix or k.startswith(prefix + '.')]
-            if all(k in keys_set for k in under):
-                if prefix not in parts:
-                    parts.append(prefix)
-                break
+        keys_under.update(_prefixes(key))
+    parts = []
+    for key in keys:
+        part = next(prefix for prefix in _prefixes(key) if keys_under[prefix] == expected_under[prefix])
+        if part not in parts:
+            parts.append(part)
     return parts
 
 
@@ -95,7 +100,9 @@ def check_trained_keys(model: torch.nn.Module,
 
     Every parameter and buffer of the model's state dict must be in ``state_dict`` with the same shape, except
     BatchNorm's ``num_batches_tracked`` counters and the :data:`OPTIONAL_PARTS`; an optional part that the
-    state dict lacks entirely is set to None on the model (with a warning), before the weights are loaded.
+    state dict lacks entirely is set to None on the model (with a warning), before the weights are loaded. Keys
+    that a module renames when it loads an older layout of itself (its ``upgrade_state_dict_keys``) count under
+    their new names.
 
     Args:
         model (nn.Module): The model the weights are for.
@@ -111,6 +118,11 @@ def check_trained_keys(model: torch.nn.Module,
     Raises:
         CheckpointError: If trained parts are uncovered and ``allow_missing_keys`` is False.
     """
+    # The keys that modules rename when they load an older layout of themselves, renamed as loading will.
+    state_dict = dict(state_dict)
+    for name, module in model.named_modules():
+        if hasattr(module, 'upgrade_state_dict_keys'):
+            module.upgrade_state_dict_keys(state_dict, f'{name}.' if name else '')
     expected = [k for k in model.state_dict() if not UNTRAINED_BUFFERS.search(k)]
     uncovered = _uncovered(model, state_dict)
     dropped = []

@@ -134,6 +134,14 @@ def _take(clip: Tensor, index: Union[tuple, Tensor], shape: Tuple[int, int, int]
     return clip.reshape(clip.shape[0], -1).index_select(1, index).view(clip.shape[0], *shape)
 
 
+def _put(clip: Tensor, index: Union[tuple, Tensor], values: Tensor) -> None:
+    """Write (C, frames, h, w) values into a region of a (C, T, H, W) clip, in place (see :func:`_take`)."""
+    if isinstance(index, tuple):
+        clip[index] = values
+    else:
+        clip.view(clip.shape[0], -1).index_copy_(1, index, values.flatten(1))
+
+
 def crop_regions(clips: Union[Tensor, Sequence[Tensor]], sample_inds: Tensor, regions: Tensor) -> List[Tensor]:
     """Cut regions out of a batch of clips.
 
@@ -203,17 +211,38 @@ def paste_regions(clips: Tensor, sample_inds: Tensor, regions: Tensor, patches: 
     Returns:
         Tensor: ``clips``; gradients flow into the patches.
     """
-    pixels = _region_pixels(sample_inds, regions, *clips.shape[-3:], clips.device)
-    for (n, index, shape), patch in zip(pixels, patches):
-        mask = feather_mask(*shape[1:], feather, device=clips.device, dtype=clips.dtype)
-        # One fused lerp against a contiguous patch: elementwise arithmetic between the strided region view
-        # and a transposed patch is two orders of magnitude slower on CPU.
-        blended = torch.lerp(_take(clips[n], index, shape), patch.transpose(0, 1).contiguous(), mask)
-        if isinstance(index, tuple):
-            clips[n][index] = blended
-        else:
-            clips[n].view(clips.shape[1], -1).index_copy_(1, index, blended.flatten(1))
-    return clips
+    return _PasteRegions.apply(clips, sample_inds, regions, feather, *patches)
+
+
+class _PasteRegions(torch.autograd.Function):
+    """:func:`paste_regions` with a backward pass that costs the regions' size: autograd's own one for K
+    in-place region assignments would clone the whole batch's gradient K times."""
+
+    @staticmethod
+    def forward(ctx, clips: Tensor, sample_inds: Tensor, regions: Tensor, feather: float, *patches: Tensor):
+        pixels = list(_region_pixels(sample_inds, regions, *clips.shape[-3:], clips.device))
+        masks = []
+        for (n, index, shape), patch in zip(pixels, patches):
+            mask = feather_mask(*shape[1:], feather, device=clips.device, dtype=clips.dtype)
+            # One fused lerp against a contiguous patch: elementwise arithmetic between the strided region view
+            # and a transposed patch is two orders of magnitude slower on CPU.
+            _put(clips[n], index, torch.lerp(_take(clips[n], index, shape), patch.transpose(0, 1).contiguous(), mask))
+            masks.append(mask)
+        ctx.mark_dirty(clips)
+        ctx.pixels, ctx.masks = pixels, masks
+        return clips
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        # Last pasted first: a region's blend passes (1 - mask) of the gradient on to what lay beneath it.
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        patch_grads = [None] * len(ctx.pixels)
+        for k in reversed(range(len(ctx.pixels))):
+            n, index, shape = ctx.pixels[k]
+            region = _take(grad[n], index, shape)
+            patch_grads[k] = (region * ctx.masks[k]).transpose(0, 1)
+            _put(grad[n], index, region * (1 - ctx.masks[k]))
+        return (grad if ctx.needs_input_grad[0] else None, None, None, None, *patch_grads)
 
 
 def to_uint8(pixels: Tensor) -> Tensor:

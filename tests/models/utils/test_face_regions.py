@@ -1,8 +1,10 @@
+"""Face regions: one size per face tube, cut out and pasted back frame by frame in groups; the values and the
+gradients of plain in-place blending, at the regions' cost."""
 import math
 
 import torch
 
-from mmanon.models.utils import crop_regions, enlarge_regions, paste_regions
+from mmanon.models.utils import crop_regions, enlarge_regions, feather_mask, paste_regions
 
 NAN = [math.nan] * 4
 
@@ -44,12 +46,69 @@ def test_moving_regions_are_cut_and_pasted_frame_by_frame_in_one_group():
     assert (out[inside] == -1).all() and torch.equal(out[~inside], clips[~inside])
 
 
-def test_gradients_reach_the_patches_of_moving_regions():
-    clips = torch.rand(1, 3, 4, 30, 30)
-    tubes = torch.tensor([[[5., 5, 10, 10], [6, 5, 11, 10], [7, 6, 12, 11], [8, 6, 13, 11]]])
-    regions, _ = enlarge_regions(tubes, 1.5, 30, 30)
-    (crop, ) = crop_regions(clips, torch.tensor([0]), regions)
-    patch = crop.clone().requires_grad_()
-    out = paste_regions(clips.clone(), torch.tensor([0]), regions, [patch * 2], feather=0.2)
-    out.sum().backward()
-    assert (patch.grad > 0).all()
+def test_paste_regions_matches_in_place_blending_with_overlaps():
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randn(2, 3, 4, 32, 40, generator=generator)
+    sample_inds = torch.tensor([0, 0, 1])
+    regions = torch.tensor([[2, 3, 18, 21], [10, 8, 30, 28], [5, 5, 15, 15]])  # the first two overlap
+    patches = [torch.randn(4, 3, y2 - y1, x2 - x1, generator=generator) for x1, y1, x2, y2 in regions.tolist()]
+    weights = torch.randn(clips.shape, generator=generator)
+
+    expected_patches = [p.clone().requires_grad_() for p in patches]
+    expected_clips = clips.clone().requires_grad_()
+    blended = expected_clips * 1  # not a leaf, so it can be written in place
+    for n, (x1, y1, x2, y2), patch in zip(sample_inds.tolist(), regions.tolist(), expected_patches):
+        mask = feather_mask(y2 - y1, x2 - x1, 0.2)
+        blended[n, :, :, y1:y2, x1:x2] = torch.lerp(blended[n, :, :, y1:y2, x1:x2], patch.transpose(0, 1), mask)
+    (blended * weights).sum().backward()
+
+    ours_patches = [p.clone().requires_grad_() for p in patches]
+    ours_clips = clips.clone().requires_grad_()
+    pasted = paste_regions(ours_clips * 1, sample_inds, regions, ours_patches, 0.2)
+    (pasted * weights).sum().backward()
+    assert torch.equal(pasted, blended)
+    for ours, expected in zip(ours_patches, expected_patches):
+        torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+
+
+def test_paste_regions_of_tubes_matches_frame_by_frame_blending_with_overlaps():
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randn(2, 3, 5, 32, 40, generator=generator)
+    sample_inds = torch.tensor([0, 0, 1])
+    tubes = torch.tensor([
+        [[4., 4, 10, 12], [6, 5, 12, 13], [8, 6, 14, 14], NAN, [30, 20, 42, 30]],  # moves, leaves the frame
+        [[8., 8, 16, 16]] * 5,  # stays put, overlapping the first
+        [[5., 5, 11, 11], [5, 5, 11, 11], [6, 5, 12, 11], [6, 5, 12, 11], [6, 5, 12, 11]],
+    ])
+    regions, _ = enlarge_regions(tubes, 1.5, 32, 40)
+    patches = [torch.randn(c.shape, generator=generator) for c in crop_regions(clips, sample_inds, regions)]
+    weights = torch.randn(clips.shape, generator=generator)
+
+    # Frame by frame, in the order of the tubes' groups of frames: what paste_regions does in one go.
+    expected_patches = [p.clone().requires_grad_() for p in patches]
+    expected_clips = clips.clone().requires_grad_()
+    blended = expected_clips * 1  # not a leaf, so it can be written in place
+    groups = []
+    for n, tube in zip(sample_inds.tolist(), regions.tolist()):
+        sizes = {}
+        for t, (x1, y1, x2, y2) in enumerate(tube):
+            if x2 > x1 and y2 > y1:
+                sizes.setdefault((y2 - y1, x2 - x1), []).append(t)
+        groups += [(n, tube, frames) for frames in sizes.values()]
+    assert len(groups) == len(patches)
+    for (n, tube, frames), patch in zip(groups, expected_patches):
+        for i, t in enumerate(frames):
+            x1, y1, x2, y2 = tube[t]
+            mask = feather_mask(y2 - y1, x2 - x1, 0.2)
+            blended[n, :, t, y1:y2, x1:x2] = torch.lerp(blended[n, :, t, y1:y2, x1:x2], patch[i], mask)
+    (blended * weights).sum().backward()
+
+    ours_patches = [p.clone().requires_grad_() for p in patches]
+    ours_clips = clips.clone().requires_grad_()
+    pasted = paste_regions(ours_clips * 1, sample_inds, regions, ours_patches, 0.2)
+    (pasted * weights).sum().backward()
+    assert torch.equal(pasted, blended)
+    for ours, expected in zip(ours_patches, expected_patches):
+        torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
