@@ -88,12 +88,34 @@ def crop_regions(clips: Union[Tensor, Sequence[Tensor]], sample_inds: Tensor, re
         regions (Tensor): (K, 4) long regions from :func:`enlarge_regions`.
 
     Returns:
-        list[Tensor]: K tensors (T, C, h, w), one per region: the region in every frame of its clip.
+        list[Tensor]: K tensors (T, C, h, w), one per region: the region in every frame of its clip. From a
+        batch tensor that requires grad, copies whose backward pass writes every region's gradient into one
+        gradient of the batch.
     """
+    if isinstance(clips, Tensor) and clips.requires_grad and len(regions):
+        return list(_CropRegions.apply(clips, sample_inds, regions))
     return [
         clips[n][:, :, y1:y2, x1:x2].transpose(0, 1)
         for n, (x1, y1, x2, y2) in zip(sample_inds.tolist(), regions.tolist())
     ]
+
+
+class _CropRegions(torch.autograd.Function):
+    """:func:`crop_regions` of a batch that requires grad. Autograd's own backward of K region views would
+    allocate a zero gradient of the whole batch for each of them and add the K together."""
+
+    @staticmethod
+    def forward(ctx, clips: Tensor, sample_inds: Tensor, regions: Tensor):
+        ctx.boxes = list(zip(sample_inds.tolist(), regions.tolist()))
+        ctx.shape = clips.shape
+        return tuple(clips[n, :, :, y1:y2, x1:x2].transpose(0, 1).clone() for n, (x1, y1, x2, y2) in ctx.boxes)
+
+    @staticmethod
+    def backward(ctx, *crop_grads: Tensor):
+        grad = crop_grads[0].new_zeros(ctx.shape)
+        for (n, (x1, y1, x2, y2)), crop_grad in zip(ctx.boxes, crop_grads):
+            grad[n, :, :, y1:y2, x1:x2] += crop_grad.transpose(0, 1)
+        return grad, None, None
 
 
 def resize_crops(crops: Tensor, size: Sequence[int]) -> Tensor:

@@ -1,7 +1,8 @@
-"""Pasting anonymized patches back: the values and the gradients of plain in-place blending, at the regions' cost."""
+"""Cutting regions out and pasting anonymized patches back: the values and the gradients of plain slicing and
+in-place blending, at the regions' cost."""
 import torch
 
-from mmanon.models.utils import feather_mask, paste_regions
+from mmanon.models.utils import crop_regions, feather_mask, paste_regions
 
 
 def test_paste_regions_matches_in_place_blending_with_overlaps():
@@ -28,3 +29,24 @@ def test_paste_regions_matches_in_place_blending_with_overlaps():
     for ours, expected in zip(ours_patches, expected_patches):
         torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
     torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+
+
+def test_crop_regions_of_a_batch_with_grad_matches_slicing_with_overlaps():
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randn(2, 3, 4, 32, 40, generator=generator)
+    sample_inds = torch.tensor([0, 0, 1])
+    regions = torch.tensor([[2, 3, 18, 21], [10, 8, 30, 28], [5, 5, 15, 15]])  # the first two overlap
+    weights = [torch.randn(4, 3, y2 - y1, x2 - x1, generator=generator) for x1, y1, x2, y2 in regions.tolist()]
+
+    expected_clips = clips.clone().requires_grad_()
+    expected = [expected_clips[n][:, :, y1:y2, x1:x2].transpose(0, 1)
+                for n, (x1, y1, x2, y2) in zip(sample_inds.tolist(), regions.tolist())]
+    sum((c * w).sum() for c, w in zip(expected, weights)).backward()
+
+    ours_clips = clips.clone().requires_grad_()
+    ours = crop_regions(ours_clips, sample_inds, regions)
+    sum((c * w).sum() for c, w in zip(ours, weights)).backward()
+    for crop, reference in zip(ours, expected):
+        assert torch.equal(crop, reference)
+    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+    assert crop_regions(ours_clips, sample_inds[:0], regions[:0]) == []
