@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from mmanon.utils.checks import check_number
+
 
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """Pairwise intersection over union.
@@ -45,6 +47,8 @@ class FaceTrack:
         velocity (np.ndarray): (2,) smoothed motion of the box centre, in pixels per frame.
         hits (int): Frames in which it was detected.
         misses (int): Consecutive frames, up to this one, in which it was not.
+        detection (np.ndarray, optional): (4,) the box of the detection that continued (or started) it in this
+            frame, as the detector gave it; None in a frame where it was not detected.
     """
     track_id: int
     box: np.ndarray
@@ -52,6 +56,7 @@ class FaceTrack:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     hits: int = 1
     misses: int = 0
+    detection: Optional[np.ndarray] = None
 
     @property
     def lost(self) -> bool:
@@ -83,12 +88,9 @@ class IoUTracker:
                  smoothing: float = 0.5,
                  max_age: int = 15,
                  extrapolate: bool = True) -> None:
-        if not 0 < iou_threshold <= 1:
-            raise ValueError(f'iou_threshold must be in (0, 1], but got {iou_threshold}')
-        if not 0 <= smoothing < 1:
-            raise ValueError(f'smoothing must be in [0, 1), but got {smoothing}')
-        if not (isinstance(max_age, int) and max_age >= 0):
-            raise ValueError(f'max_age must be a non-negative int, but got {max_age!r}')
+        check_number('iou_threshold', iou_threshold, low=0, high=1, low_open=True)
+        check_number('smoothing', smoothing, low=0, high=1, high_open=True)
+        check_number('max_age', max_age, low=0, integer=True)
         self.iou_threshold = iou_threshold
         self.smoothing = smoothing
         self.max_age = max_age
@@ -142,11 +144,11 @@ class IoUTracker:
                 box = self.smoothing * prediction + (1 - self.smoothing) * det[:4]
                 step = _centre(box) - _centre(track.box)
                 track.velocity = self.smoothing * track.velocity + (1 - self.smoothing) * step
-                track.box, track.score = box, float(det[4])
+                track.box, track.score, track.detection = box, float(det[4]), det[:4].copy()
                 track.hits += 1
                 track.misses = 0
             else:
-                track.box = prediction
+                track.box, track.detection = prediction, None
                 track.misses += 1
                 if track.misses > self.max_age:
                     self.expired.append(track)
@@ -154,7 +156,7 @@ class IoUTracker:
             alive.append(track)
         for d, det in enumerate(dets):
             if d not in track_of_det:
-                alive.append(FaceTrack(self.num_tracks, det[:4].copy(), float(det[4])))
+                alive.append(FaceTrack(self.num_tracks, det[:4].copy(), float(det[4]), detection=det[:4].copy()))
                 self.num_tracks += 1
         self.tracks = alive
         return list(alive)
@@ -167,7 +169,7 @@ class IoUTracker:
         """
         self.expired = []
         for track in self.tracks:
-            track.box = self._predicted(track)
+            track.box, track.detection = self._predicted(track), None
         return list(self.tracks)
 
 
