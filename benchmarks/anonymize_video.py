@@ -39,6 +39,7 @@ import mmanon  # noqa: E402
 from mmanon.apis import anonymize_video, build_face_detector  # noqa: E402
 from mmanon.apis.anonymize_video import CONFIG_DIR, METHODS  # noqa: E402
 from mmanon.registry import MODELS, build_in_scope  # noqa: E402
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
 TARGETS = dict(handcrafted=60.0, learned=30.0)
 SKIN_BGR = (150, 180, 220)
@@ -160,6 +161,7 @@ def parse_args(argv=None):
     parser.add_argument('--haar-resize', type=float, default=1.0,
                         help='factor frames are resized by before Haar detection (default: 1.0)')
     parser.add_argument('--device', default='cpu', help='device of the anonymizer (default: cpu)')
+    add_checkpoint_arguments(parser, missing_keys=False)
     return parser.parse_args(argv)
 
 
@@ -189,6 +191,7 @@ def machine_info() -> str:
 
 def main():
     args = parse_args()
+    apply_checkpoint_arguments(args)
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
     print(f'command: {" ".join([osp.basename(sys.executable)] + sys.argv)}')

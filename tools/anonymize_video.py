@@ -28,6 +28,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 from mmanon.apis import anonymize_video  # noqa: E402
 from mmanon.apis.anonymize_video import FALLBACKS, METHODS  # noqa: E402
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_TRUNCATED = 3
@@ -102,6 +103,8 @@ def parse_args(argv=None):
                         help='frame rate of a folder of frames (default: 30); for a video input only used when '
                         'the file declares none')
     parser.add_argument('--no-progress', action='store_true', help='do not show the progress bar')
+    # A learned anonymizer is always loaded in full: parts left random could leave faces recognisable.
+    add_checkpoint_arguments(parser, missing_keys=False)
     return parser.parse_args(argv)
 
 
@@ -132,6 +135,7 @@ def print_summary(summary: dict) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
 
     def terminate(signum, frame):
         raise Terminated()

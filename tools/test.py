@@ -8,8 +8,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmanon  # noqa: F401  (applies the compatibility fixes and registers mmanon's components)
-from mmanon.compat import TRUST_ENV
-from mmanon.utils import setup_cpu_distributed
+from mmanon.engine.hooks import CheckpointCoverageHook
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments, setup_cpu_distributed
 
 
 def parse_args():
@@ -19,9 +19,7 @@ def parse_args():
     parser.add_argument('--work-dir', help='the directory to save the evaluation logs and metrics; defaults '
                         'to ./work_dirs/<config name>')
     parser.add_argument('--dump', type=str, help='also dump the predictions to this pickle file (.pkl)')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='load the checkpoint with full unpickling (can run code); only for files from a '
-                        'trusted source that the default weights-only loading rejects')
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs such as test_dataloader.batch_size=1 '
@@ -57,11 +55,12 @@ def merge_args(cfg, args):
 
 def main():
     args = parse_args()
-    if args.trust_checkpoint:
-        os.environ[TRUST_ENV] = '1'
+    apply_checkpoint_arguments(args)
     cfg = merge_args(Config.fromfile(args.config), args)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
+    # mmengine loads load_from non-strictly: a checkpoint of another model would be tested with random parts.
+    runner.register_hook(CheckpointCoverageHook(allow_missing_keys=args.allow_missing_keys))
     runner.test()
 
 

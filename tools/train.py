@@ -8,8 +8,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmanon  # noqa: F401  (applies the compatibility fixes and registers mmanon's components)
-from mmanon.compat import TRUST_ENV
-from mmanon.utils import setup_cpu_distributed
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments, setup_cpu_distributed
 
 
 def parse_args():
@@ -21,9 +20,8 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume training: from the given checkpoint, or, with no value, from the latest checkpoint '
         'in the work directory')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='load checkpoints with full unpickling (can run code); only for files from a '
-                        'trusted source that the default weights-only loading rejects')
+    # Fine-tuning (load_from) starts from checkpoints of other models by design, so coverage is not checked.
+    add_checkpoint_arguments(parser, missing_keys=False)
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed-precision training')
     parser.add_argument('--no-validate', action='store_true', help='do not evaluate checkpoints during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -93,8 +91,7 @@ def merge_args(cfg, args):
 
 def main():
     args = parse_args()
-    if args.trust_checkpoint:
-        os.environ[TRUST_ENV] = '1'
+    apply_checkpoint_arguments(args)
     cfg = merge_args(Config.fromfile(args.config), args)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)

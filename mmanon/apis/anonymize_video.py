@@ -42,9 +42,10 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
-from mmanon.compat import load_local_checkpoint
+from mmanon.compat import checkpoint_config, load_local_checkpoint
 from mmanon.models.utils import anonymize_crops, crop_regions, enlarge_regions, paste_regions, to_uint8
 from mmanon.registry import MODELS, build_in_scope
+from mmanon.utils.checkpoint import check_trained_keys
 from mmanon.utils.checks import check_number
 from .face_detection import build_face_detector
 from .face_tracking import IoUTracker
@@ -79,7 +80,8 @@ def load_learned_anonymizer(checkpoint: str, device: Union[str, torch.device] = 
     """Build the learned anonymizer of a trained mmanon checkpoint.
 
     Args:
-        checkpoint (str): A checkpoint of ``tools/train.py``; its ``meta['cfg']`` names the anonymizer in
+        checkpoint (str): A checkpoint of ``tools/train.py``; its ``meta['cfg']`` (read as plain values, see
+            :func:`mmanon.compat.checkpoint_config`) names the anonymizer in
             ``model.data_preprocessor.anonymizer`` and its ``state_dict`` holds the weights under
             ``data_preprocessor.anonymizer.``.
         device (str | torch.device): Where to put the model. Defaults to 'cpu'.
@@ -89,10 +91,9 @@ def load_learned_anonymizer(checkpoint: str, device: Union[str, torch.device] = 
         ``margin``, ``feather`` and the like).
     """
     ckpt = load_local_checkpoint(checkpoint, map_location='cpu')
-    cfg_text = ckpt.get('meta', {}).get('cfg') if isinstance(ckpt, dict) else None
-    if not isinstance(cfg_text, str):
+    cfg = checkpoint_config(ckpt, checkpoint)
+    if cfg is None:
         raise ValueError(f'{checkpoint} has no config text in meta["cfg"]; is it a checkpoint of tools/train.py?')
-    cfg = Config.fromstring(cfg_text, '.py').to_dict()
     preprocessor = cfg.get('model', {}).get('data_preprocessor') or {}
     if 'anonymizer' not in preprocessor:
         raise ValueError(f'the config of {checkpoint} has no model.data_preprocessor.anonymizer; it was not '
@@ -103,6 +104,8 @@ def load_learned_anonymizer(checkpoint: str, device: Union[str, torch.device] = 
         raise ValueError(f'{checkpoint} has no learned anonymizer weights (no "{ANONYMIZER_PREFIX}*" entries in '
                          'its state_dict)')
     anonymizer = build_in_scope(MODELS, preprocessor['anonymizer'])
+    # No opt-out: an anonymizer with parts left at random weights could leave faces recognisable.
+    check_trained_keys(anonymizer, weights, checkpoint, prefix=ANONYMIZER_PREFIX)
     try:
         anonymizer.load_state_dict(weights, strict=True)
     except RuntimeError as e:

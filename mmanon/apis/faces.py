@@ -8,28 +8,33 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import DATASETS, MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
 from torch.utils.data import DataLoader
 
 from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor
 from mmanon.models.utils import anonymize_crops, to_uint8
+from mmanon.utils.checkpoint import load_trained_checkpoint
 
 # What the preprocessor attaches to each data sample in evaluation mode and what the tools keep of it.
 FACE_FIELDS = ('identities', 'raw_crops', 'anonymized_crops')
 
 
-def load_detector(config: Config, checkpoint: Optional[str] = None, device: str = 'cpu') -> torch.nn.Module:
+def load_detector(config: Config,
+                  checkpoint: Optional[str] = None,
+                  device: str = 'cpu',
+                  allow_missing_keys: bool = False) -> torch.nn.Module:
     """Build the detector of a config, in evaluation mode, with the weights of a checkpoint.
 
     Args:
         config (Config): A detector config whose ``model.data_preprocessor`` is an
             :class:`AnonymizerDataPreprocessor`.
-        checkpoint (str, optional): A checkpoint of ``tools/train.py``, loaded strictly (a checkpoint of another
-            config fails here, not with wrong faces later). Defaults to None, allowed only when the anonymizer
-            has no weights: the tools that use this read the faces, which then do not depend on the weights.
+        checkpoint (str, optional): A checkpoint of ``tools/train.py``; one that lacks trained parts of the
+            model fails here, not with wrong faces later (see :func:`mmanon.utils.load_trained_checkpoint`).
+            Defaults to None, allowed only when the anonymizer has no weights: the tools that use this read the
+            faces, which then do not depend on the weights.
         device (str): Where to put the model. Defaults to 'cpu'.
+        allow_missing_keys (bool): Load a checkpoint that lacks trained parts anyway. Defaults to False.
 
     Returns:
         nn.Module: The detector; its ``data_preprocessor`` anonymizes.
@@ -42,7 +47,7 @@ def load_detector(config: Config, checkpoint: Optional[str] = None, device: str 
         raise ValueError(f'{name}: model.data_preprocessor is a {type(preprocessor).__name__}, not an '
                          'mmanon.AnonymizerDataPreprocessor, so it neither anonymizes nor cuts out faces')
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        load_trained_checkpoint(model, checkpoint, allow_missing_keys)
     elif any(True for _ in preprocessor.anonymizer.parameters()):
         raise ValueError(f'{name}: the anonymizer {type(preprocessor.anonymizer).__name__} has learned weights; '
                          'give the CHECKPOINT that trained it')

@@ -1,53 +1,28 @@
 """AVA with face boxes and identities that follow the frames through the stock AVA pipelines."""
-import csv
-import logging
 import os
 import os.path as osp
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 from mmaction.datasets import AVADataset
 from mmaction.datasets.transforms import (Flip, Fuse, PackActionInputs, RandomCrop, RandomRescale, Resize,
                                           SampleAVAFrames, TenCrop, ThreeCrop)
-from mmengine.fileio import list_from_file
 from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 
 from mmanon.registry import DATASETS
+from .data_files import BadItems, DataFileError, load_array_pickle, read_text_lines, split_csv_line
 from .face_annotations import FaceRecord, load_face_file, parse_face_row
 
 # Transforms whose effect on the frame is recorded in ``crop_quadruple``, ``img_shape`` and ``flip``. RandomCrop
 # covers its subclasses CenterCrop, RandomResizedCrop and MultiScaleCrop.
 _GEOMETRY_TRANSFORMS = (Resize, RandomRescale, RandomCrop, Flip)
 AVA_COLUMNS = 'video_id,timestamp,x1,y1,x2,y2,action_id,entity_id'
-
-
-class _BadItems:
-    """Raises on the first bad item, or collects them for one warning, as ``on_bad_data`` says.
-
-    Args:
-        on_bad_data (str): 'raise' or 'skip'.
-        error (type): The exception raised under 'raise'.
-        what (str): What the items are, for the warning ("bad rows of ann.csv").
-    """
-
-    def __init__(self, on_bad_data: str, error: type, what: str):
-        self.on_bad_data = on_bad_data
-        self.error = error
-        self.what = what
-        self.messages: List[str] = []
-
-    def add(self, message: str) -> None:
-        if self.on_bad_data == 'raise':
-            raise self.error(message)
-        self.messages.append(message)
-
-    def warn(self) -> None:
-        if self.messages:
-            print_log(f'skipped {len(self.messages)} {self.what} (on_bad_data="skip"); first: {self.messages[0]}',
-                      logger='current', level=logging.WARNING)
+# The discriminator classifies identities 0 .. max(identity), so labels are bounded: a typo such as 99999999
+# would otherwise ask for a classifier of 10^8 classes. Face datasets of AVA's scale have thousands.
+MAX_IDENTITIES = 100000
 
 
 def parse_ava_row(row: List[str]) -> Tuple[FaceRecord, int, int]:
@@ -72,6 +47,22 @@ def parse_ava_row(row: List[str]) -> Tuple[FaceRecord, int, int]:
         except ValueError:
             raise ValueError(f'{name} must be an integer, got {text!r}') from None
     return key_and_box, ids[0], ids[1]
+
+
+def _proposal_problem(key, boxes) -> Optional[str]:
+    """What is wrong with one entry of a proposal file, or None."""
+    if not isinstance(key, str) or len(key.split(',')) != 2:
+        return 'keys must be "video_id,timestamp" strings'
+    if not isinstance(boxes, np.ndarray) or boxes.dtype.kind not in 'fiu':
+        return f'proposals must be a numeric numpy array, got {type(boxes).__name__}'
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or not len(boxes):
+        return f'proposals must be (N, 4) boxes or (N, 5) boxes and scores with N >= 1, got shape {boxes.shape}'
+    if not np.isfinite(boxes).all():
+        return 'proposals must be finite'
+    if boxes[:, :4].min() < 0 or boxes[:, :4].max() > 1:
+        return (f'proposal boxes must be normalised to [0, 1], got values from {boxes[:, :4].min():g} to '
+                f'{boxes[:, :4].max():g}')
+    return None
 
 
 def faces_in_clip(bboxes: np.ndarray, crop_quadruple: Sequence[float], img_shape: Tuple[int, int],
@@ -130,10 +121,17 @@ class AVAFaceDataset(AVADataset):
     and must end with ``PackActionInputs``; a pipeline that breaks this raises at construction, and a transform
     outside mmaction's geometric ones that changes the recorded geometry raises when it does.
 
-    Every bad input is found while the dataset is built, in the main process: malformed rows of the AVA CSV,
-    malformed face rows and face rows of videos that the AVA CSV lacks, a person linked to two identities,
+    Every bad input is found while the dataset is built, in the main process: malformed rows of the AVA CSV
+    and of the exclusion CSV, malformed face rows, face rows of videos or timestamps that the AVA CSV does not
+    annotate, identities of ``max_identities`` or more, a person linked to two identities, malformed proposals,
     and samples whose frames are missing (for rawframes, every frame that the pipeline's ``SampleAVAFrames``
-    may read for the keyframe: the first, centre and last of each of its ``clip_len`` slots).
+    may read for the keyframe: the first, centre and last of each of its ``clip_len`` slots). Exact repeats of
+    a face row are dropped with a warning. The CSVs must be UTF-8 (a byte-order mark and CRLF line ends are
+    accepted); another encoding raises whatever ``on_bad_data`` says, and so does a dataset left empty.
+
+    The proposal file is unpickled with an allow-list of numpy's array classes (see
+    :func:`mmanon.datasets.data_files.load_array_pickle`), where mmaction2's ``AVADataset`` unpickles it in
+    full: a crafted proposal file cannot run code here.
 
     Args:
         ann_file (str): The AVA annotation CSV (``video_id,timestamp,x1,y1,x2,y2,action_id,entity_id``).
@@ -148,11 +146,14 @@ class AVAFaceDataset(AVADataset):
             (stable for a given annotation file; ids of different annotation files are unrelated). Defaults
             to None: ``'face_file'`` when a face file is given, else ``'entity'``.
         on_bad_data (str): ``'raise'``: the first bad item raises an error naming the file and row (or the
-            sample) and the field. ``'skip'``: bad rows and samples are left out and one warning per kind
-            counts them. Defaults to 'raise'.
+            sample) and the field. ``'skip'``: bad rows, proposals and samples are left out and one warning per
+            kind counts them (a keyframe without proposals gets mmaction's whole-frame proposal). Defaults to
+            'raise'.
         check_frames (bool): Whether to check that the frames (or video files) of every sample exist; one
             folder listing per video, no decoding. Turn it off for frames on a non-local storage backend.
             Defaults to True.
+        max_identities (int): Identities of the face file must be below this; the discriminator classifies
+            ``max(identity) + 1`` of them. Defaults to 100000.
         **kwargs: The other arguments of :class:`mmaction.datasets.AVADataset` (``exclude_file``,
             ``label_file``, ``proposal_file``, ``data_prefix``, ``num_classes``, ``fps``, ...).
     """
@@ -164,6 +165,7 @@ class AVAFaceDataset(AVADataset):
                  identity_source: Optional[str] = None,
                  on_bad_data: str = 'raise',
                  check_frames: bool = True,
+                 max_identities: int = MAX_IDENTITIES,
                  **kwargs) -> None:
         if on_bad_data not in ('raise', 'skip'):
             raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
@@ -173,11 +175,18 @@ class AVAFaceDataset(AVADataset):
             raise ValueError(f"identity_source must be 'face_file', 'entity' or None, got {identity_source!r}")
         if identity_source == 'face_file' and face_file is None:
             raise ValueError("identity_source='face_file' needs a face_file")
+        if not (isinstance(max_identities, int) and max_identities > 0):
+            raise ValueError(f'max_identities must be a positive int, got {max_identities!r}')
         self.face_file = face_file
         self.identity_source = identity_source
         self.on_bad_data = on_bad_data
         self.check_frames = check_frames
+        self.max_identities = max_identities
+        # mmaction's AVADataset unpickles the proposal file in full; it gets none and the safe loader reads it.
+        proposal_file = kwargs.pop('proposal_file', None)
         super().__init__(ann_file, pipeline, **kwargs)
+        self.proposal_file = proposal_file
+        self.proposals = None if proposal_file is None else self._load_proposals(proposal_file)
 
     def full_init(self) -> None:
         """Check that the face boxes can follow the pipeline, then load, validate and filter the data."""
@@ -214,13 +223,13 @@ class AVAFaceDataset(AVADataset):
 
     def load_data_list(self) -> List[dict]:
         """Read and validate the AVA CSV and the face CSV into one entry per keyframe."""
-        bad_rows = _BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
+        bad_rows = BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
         rows = []
-        for row_number, row in enumerate(csv.reader(list_from_file(self.ann_file)), start=1):
-            if not any(cell.strip() for cell in row):
+        for row_number, line in enumerate(read_text_lines(self.ann_file), start=1):
+            if not line.strip():
                 continue
             try:
-                key_and_box, label, entity_id = parse_ava_row(row)
+                key_and_box, label, entity_id = parse_ava_row(split_csv_line(line))
                 if self.custom_classes is None and not 1 <= label < self.num_classes:
                     raise ValueError(f'action_id must be in [1, {self.num_classes - 1}] (num_classes is '
                                      f'{self.num_classes}), got {label}')
@@ -243,8 +252,8 @@ class AVAFaceDataset(AVADataset):
         person_identity = {person: i for i, person in enumerate(persons)}
         faces_by_img = defaultdict(list)
         if self.face_file is not None:
-            video_ids = {video_id for video_id, _ in persons}
-            faces = load_face_file(self.face_file, self.on_bad_data, video_ids.__contains__)
+            keyframes = {key_and_box.img_key for key_and_box, _, _ in rows}
+            faces = load_face_file(self.face_file, self.on_bad_data, self._face_checker(keyframes))
             for face in faces:
                 faces_by_img[face.img_key].append(face)
             if self.identity_source == 'face_file':
@@ -278,9 +287,27 @@ class AVAFaceDataset(AVADataset):
         self._metainfo['num_identities'] = max(known) + 1 if known else 0
         return data_list
 
+    def _face_checker(self, keyframes: Set[str]) -> Callable[[FaceRecord], None]:
+        """Raises ``ValueError`` for a face row that does not fit the dataset: of a video or a timestamp that
+        the AVA CSV does not annotate, or with an identity of ``max_identities`` or more."""
+        video_ids = {key.split(',')[0] for key in keyframes}
+
+        def check(face: FaceRecord) -> None:
+            if face.video_id not in video_ids:
+                raise ValueError(f'video_id {face.video_id!r} is not in the dataset')
+            if face.img_key not in keyframes:
+                raise ValueError(f'timestamp {face.timestamp} of {face.video_id} is not an annotated keyframe of '
+                                 f'{self.ann_file}')
+            if face.identity >= self.max_identities:
+                raise ValueError(f'identity {face.identity} is not below max_identities={self.max_identities} '
+                                 '(the discriminator classifies identities 0 .. max(identity)); number the '
+                                 'identities 0 .. N-1, or raise max_identities')
+
+        return check
+
     def _linked_identities(self, faces: List[FaceRecord]) -> Dict[Tuple[str, int], int]:
         """The identity of each ``(video_id, entity_id)`` that a face row links to a known identity."""
-        conflicts = _BadItems(self.on_bad_data, ValueError, f'persons of {self.face_file} with two identities')
+        conflicts = BadItems(self.on_bad_data, ValueError, f'persons of {self.face_file} with two identities')
         links, conflicting = {}, set()
         for face in faces:
             if face.entity_id < 0 or face.identity < 0:
@@ -296,11 +323,62 @@ class AVAFaceDataset(AVADataset):
         return {person: identity for person, identity in links.items() if person not in conflicting}
 
     def filter_data(self) -> List[dict]:
-        """Drop the excluded keyframes (as AVADataset does), then the samples whose frames are missing."""
-        data_list = super().filter_data()
-        if not self.check_frames:
-            return data_list
-        missing = _BadItems(self.on_bad_data, FileNotFoundError, 'samples with missing frames')
+        """Drop the excluded keyframes (as AVADataset does), then the samples whose frames are missing; raise
+        if no sample is left."""
+        excluded = self._excluded_keys()
+        data_list = [info for info in self.data_list if info['img_key'] not in excluded]
+        print_log(f'{len(data_list)} out of {len(self.data_list)} frames are valid.', logger='current')
+        not_excluded = len(data_list)
+        if self.check_frames:
+            data_list = self._with_frames(data_list)
+        if not data_list:
+            files = ' and '.join(filter(None, (self.ann_file, self.face_file)))
+            reason = ('no row is usable' if not self.data_list else
+                      f'{self.exclude_file} excludes all of them' if not not_excluded else 'none has its frames')
+            raise DataFileError(f'AVAFaceDataset has no samples: {files} give {len(self.data_list)} keyframes and '
+                                f'{reason} (the warnings above name the rows and samples left out)')
+        return data_list
+
+    def _excluded_keys(self) -> Set[str]:
+        """The ``video_id,timestamp`` keys of the exclusion CSV (``video_id,timestamp`` rows)."""
+        if self.exclude_file is None:
+            return set()
+        bad_rows = BadItems(self.on_bad_data, ValueError, f'bad rows of {self.exclude_file}')
+        keys = set()
+        for row_number, line in enumerate(read_text_lines(self.exclude_file), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = split_csv_line(line)
+                if len(row) != 2:
+                    raise ValueError(f'expected 2 columns (video_id,timestamp), got {len(row)}')
+                keys.add(parse_face_row(row + ['0', '0', '1', '1', '']).img_key)
+            except ValueError as e:
+                bad_rows.add(f'{self.exclude_file}, row {row_number}: {e}')
+        bad_rows.warn()
+        return keys
+
+    def _load_proposals(self, path: str) -> Dict[str, np.ndarray]:
+        """The proposal file, unpickled safely and validated: ``video_id,timestamp`` keys of (N, 4) boxes or
+        (N, 5) boxes and scores, finite, boxes normalised to [0, 1], N >= 1."""
+        proposals = load_array_pickle(path)
+        if not isinstance(proposals, dict):
+            raise DataFileError(f'{path} must hold a dict of "video_id,timestamp" keys and (N, 4) or (N, 5) '
+                                f'arrays, got a {type(proposals).__name__}')
+        bad = BadItems(self.on_bad_data, DataFileError, f'bad proposals of {path}')
+        valid = {}
+        for key, boxes in proposals.items():
+            problem = _proposal_problem(key, boxes)
+            if problem is not None:
+                bad.add(f'{path}, key {key!r}: {problem}')
+                continue
+            valid[key] = boxes
+        bad.warn()
+        return valid
+
+    def _with_frames(self, data_list: List[dict]) -> List[dict]:
+        """The samples whose frames (or video files) exist; the others are bad samples."""
+        missing = BadItems(self.on_bad_data, FileNotFoundError, 'samples with missing frames')
         sampler = self._frame_sampler()
         samples_by_path = defaultdict(list)
         for info in data_list:

@@ -8,7 +8,6 @@ Coordinates are normalised to [0, 1] by the frame width and height; ``identity``
 shared by every appearance of the same person (across videos and splits), or empty / -1 when unknown;
 ``entity_id`` is the AVA person id of the annotated person box the face belongs to (empty / -1 if none).
 """
-import csv
 import logging
 import math
 from dataclasses import dataclass
@@ -16,9 +15,12 @@ from typing import Callable, Iterable, List, Optional, Tuple
 
 from mmengine.logging import print_log
 
+from .data_files import BadItems, DataFileError, read_text_lines, split_csv_line
 
-class FaceFileError(ValueError):
-    """A face annotation file has a row that cannot be used; the message names the file, row and field."""
+
+class FaceFileError(DataFileError):
+    """A face annotation file has a row that cannot be used, or cannot be read; the message names the file and,
+    where there is one, the row and field."""
 
 
 @dataclass(frozen=True)
@@ -87,41 +89,62 @@ def parse_face_row(row: List[str]) -> FaceRecord:
 
 def load_face_file(path: str,
                    on_error: str = 'raise',
-                   is_known_video: Optional[Callable[[str], bool]] = None) -> List[FaceRecord]:
+                   check_record: Optional[Callable[[FaceRecord], None]] = None) -> List[FaceRecord]:
     """Read and validate a face annotation file.
+
+    The file must be UTF-8 (a byte-order mark and CRLF line ends are accepted); another encoding raises a
+    :class:`FaceFileError` whatever ``on_error`` says. A row repeated exactly is dropped, and one warning counts
+    the repeats; a row with the video, timestamp and box of an earlier row but another identity or entity id
+    is a bad row.
 
     Args:
         path (str): The CSV file.
         on_error (str): ``'raise'`` stops at the first bad row with a :class:`FaceFileError` naming file,
             row and field; ``'skip'`` leaves bad rows out and logs one warning with their count and the first
             problem. Defaults to 'raise'.
-        is_known_video (callable, optional): Returns whether a video id exists in the dataset; rows of other
-            videos are bad rows. Defaults to None (not checked).
+        check_record (callable, optional): Raises ``ValueError`` for a parsed row that does not fit the
+            dataset (an unknown video, a timestamp that is not a keyframe); such rows are bad rows. Defaults to
+            None (not checked).
 
     Returns:
-        list[FaceRecord]: The valid rows, in file order.
+        list[FaceRecord]: The valid rows, in file order, without repeats.
     """
     if on_error not in ('raise', 'skip'):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    records, problems = [], []
-    with open(path, newline='', encoding='utf-8') as f:
-        for row_number, row in enumerate(csv.reader(f), start=1):
-            if not row or all(not cell.strip() for cell in row):
+    try:
+        lines = read_text_lines(path)
+    except DataFileError as e:
+        raise FaceFileError(str(e)) from None
+    bad_rows = BadItems(on_error, FaceFileError, f'bad rows of {path}')
+    records, first_rows, repeats = [], {}, []
+    for row_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = split_csv_line(line)
+            if all(not cell.strip() for cell in row):
                 continue
-            try:
-                record = parse_face_row(row)
-                if is_known_video is not None and not is_known_video(record.video_id):
-                    raise ValueError(f'video_id {record.video_id!r} is not in the dataset')
-            except ValueError as e:
-                message = f'{path}, row {row_number}: {e}'
-                if on_error == 'raise':
-                    raise FaceFileError(message) from None
-                problems.append(message)
+            record = parse_face_row(row)
+            if check_record is not None:
+                check_record(record)
+            face = (record.img_key, record.bbox)
+            if face in first_rows:
+                first_row, first = first_rows[face]
+                if first != record:
+                    raise ValueError(f'the face at {record.img_key} with box {record.bbox} has identity '
+                                     f'{record.identity} and entity_id {record.entity_id} here, {first.identity} '
+                                     f'and {first.entity_id} in row {first_row}')
+                repeats.append(f'row {row_number} repeats row {first_row}')
                 continue
-            records.append(record)
-    if problems:
-        print_log(f'skipped {len(problems)} bad rows of {path} (on_error="skip"); first: {problems[0]}',
-                  logger='current', level=logging.WARNING)
+        except ValueError as e:
+            bad_rows.add(f'{path}, row {row_number}: {e}')
+            continue
+        first_rows[face] = (row_number, record)
+        records.append(record)
+    bad_rows.warn()
+    if repeats:
+        print_log(f'dropped {len(repeats)} repeated rows of {path}; first: {repeats[0]}', logger='current',
+                  level=logging.WARNING)
     return records
 
 

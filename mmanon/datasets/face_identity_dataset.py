@@ -24,12 +24,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.dataset import BaseDataset
-from mmengine.fileio import list_from_file
 from mmengine.logging import print_log
 
 from mmanon.registry import DATASETS
-from .ava_face_dataset import _BadItems
-from .transforms import FaceImageError, read_face_image
+from .data_files import BadItems, DataFileError, read_text_lines
+from .transforms import FaceAlign, FaceImageError, read_face_image
+from .transforms.face_align import degenerate_landmarks
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 NUM_LANDMARKS = 5
@@ -38,7 +38,7 @@ CHECKS = ('none', 'exist', 'decode')
 
 def _numbered_rows(path: str):
     """``(row number, fields)`` of the non-blank lines of a white-space separated text file."""
-    for row_number, line in enumerate(list_from_file(path), start=1):
+    for row_number, line in enumerate(read_text_lines(path), start=1):
         fields = line.split()
         if fields:
             yield row_number, fields
@@ -50,14 +50,15 @@ def load_landmark_file(path: str, on_bad_data: str = 'raise') -> Dict[str, np.nd
     Args:
         path (str): The landmark file.
         on_bad_data (str): ``'raise'``: a row with the wrong number of values, a value that is not a finite
-            number, or an image listed twice with different points raises a ``ValueError`` naming the file
-            and row. ``'skip'``: such rows are left out (both rows of a conflicting pair) and one warning
-            counts them. Defaults to 'raise'.
+            number, degenerate landmarks (see :func:`mmanon.datasets.transforms.face_align.degenerate_landmarks`)
+            or an image listed twice with different points raises a ``ValueError`` naming the file and row.
+            ``'skip'``: such rows are left out (both rows of a conflicting pair) and one warning counts them.
+            Defaults to 'raise'.
 
     Returns:
         dict[str, np.ndarray]: (5, 2) float32 points per image path, normalised with ``osp.normpath``.
     """
-    bad_rows = _BadItems(on_bad_data, ValueError, f'bad rows of {path}')
+    bad_rows = BadItems(on_bad_data, ValueError, f'bad rows of {path}')
     landmarks, first_rows, conflicting = {}, {}, set()
     for row_number, fields in _numbered_rows(path):
         where = f'{path}, row {row_number}'
@@ -72,6 +73,10 @@ def load_landmark_file(path: str, on_bad_data: str = 'raise') -> Dict[str, np.nd
             continue
         if not np.isfinite(points).all():
             bad_rows.add(f'{where}: the landmarks of {fields[0]} must be finite, got {" ".join(fields[1:])}')
+            continue
+        problem = degenerate_landmarks(points)
+        if problem is not None:
+            bad_rows.add(f'{where}: {fields[0]}: {problem}')
             continue
         key = osp.normpath(fields[0])
         if key in landmarks and not np.array_equal(landmarks[key], points):
@@ -116,13 +121,17 @@ class FaceIdentityDataset(BaseDataset):
     (3, H, W) uint8 RGB aligned crop, and ``data_samples``, an ``ActionDataSample`` with ``gt_label``.
 
     Bad input, found while the dataset is built: an identity folder without images, a list-file row that is
-    not ``path identity``, an identity outside the given classes, a malformed landmark file (see
-    :func:`load_landmark_file`), an image the landmark file has no entry for, and, by ``check_images``,
-    missing or undecodable images. Under ``on_bad_data='raise'`` the first one raises an error naming the
-    file and row (or folder); under ``'skip'`` bad items are left out and one warning per kind counts them.
-    Images that fail to decode later, in the pipeline, raise a ``FaceImageError`` naming the file; in
-    training under ``'skip'`` the sample is replaced by another one and a warning counts them (test mode
-    cannot replace samples: check the images up front with ``check_images='decode'`` instead).
+    not ``path identity``, an identity outside the given classes, a malformed landmark file or degenerate
+    landmarks (see :func:`load_landmark_file`), an image the landmark file has no entry for, by
+    ``check_images``, missing or undecodable images and, with ``'decode'`` and a ``FaceAlign`` in the
+    pipeline, landmarks that put most of the aligned crop outside their image. Under ``on_bad_data='raise'``
+    the first one raises an error naming the file and row (or folder); under ``'skip'`` bad items are left out
+    and one warning per kind counts them. The list and landmark files must be UTF-8 (a byte-order mark and CRLF
+    line ends are accepted), and a dataset left empty raises, whatever ``on_bad_data`` says. Images that fail
+    to decode later, in the pipeline, or whose landmarks ``FaceAlign`` refuses there, raise a
+    ``FaceImageError`` naming the file; in training under ``'skip'`` the sample is replaced by another one and
+    a warning counts them (test mode cannot replace samples: check the images up front with
+    ``check_images='decode'`` instead).
 
     Args:
         ann_file (str): The list file; empty for the folder layout. Relative paths are relative to
@@ -139,8 +148,8 @@ class FaceIdentityDataset(BaseDataset):
             slow on large datasets). Defaults to 'exist'.
         image_extensions (Sequence[str]): File endings (case-insensitive) taken as images in the folder
             layout; other files are ignored. Defaults to ('.jpg', '.jpeg', '.png', '.bmp', '.webp').
-        metainfo (dict, optional): ``classes``, the identity names in label order (a list or a file).
-            Defaults to None (every identity found, sorted).
+        metainfo (dict, optional): ``classes``, the identity names in label order (a list, or a UTF-8 file of
+            one name per line). Defaults to None (every identity found, sorted).
         **kwargs: The other arguments of mmengine's ``BaseDataset`` (``test_mode``, ``indices``,
             ``lazy_init``, ...).
     """
@@ -165,6 +174,10 @@ class FaceIdentityDataset(BaseDataset):
         self.check_images = check_images
         self.image_extensions = tuple(ext.lower() for ext in image_extensions)
         self.skipped_in_pipeline = 0
+        classes = (metainfo or {}).get('classes')
+        if isinstance(classes, str) and osp.isfile(classes):
+            # Read here like the other files (mmengine's reader would keep a byte-order mark in the first name).
+            metainfo = dict(metainfo, classes=[line.strip() for line in read_text_lines(classes) if line.strip()])
         super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root, data_prefix=data_prefix,
                          pipeline=list(pipeline), **kwargs)
 
@@ -181,10 +194,10 @@ class FaceIdentityDataset(BaseDataset):
             items, landmarks = self._with_landmarks(items)
         else:
             landmarks = {}
-        items = self._checked_images(items, image_root)
+        items = self._checked_images(items, image_root, landmarks)
         classes = self._classes(items)
         labels = {name: label for label, name in enumerate(classes)}
-        unknown = _BadItems(self.on_bad_data, ValueError, 'images of identities outside metainfo["classes"]')
+        unknown = BadItems(self.on_bad_data, ValueError, 'images of identities outside metainfo["classes"]')
         data_list = []
         for path, identity, where in items:
             if identity not in labels:
@@ -195,11 +208,15 @@ class FaceIdentityDataset(BaseDataset):
                 info['landmarks'] = landmarks[osp.normpath(path)]
             data_list.append(info)
         unknown.warn()
+        if not data_list:
+            source = self.ann_file or f'the identity folders of {image_root}'
+            raise DataFileError(f'FaceIdentityDataset has no samples: no usable image is listed in {source} (the '
+                                'warnings above name the items left out)')
         self._metainfo.update(classes=tuple(classes), num_identities=len(classes))
         return data_list
 
     def _list_items(self) -> List[_Item]:
-        bad_rows = _BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
+        bad_rows = BadItems(self.on_bad_data, ValueError, f'bad rows of {self.ann_file}')
         items = []
         for row_number, fields in _numbered_rows(self.ann_file):
             where = f'{self.ann_file}, row {row_number}'
@@ -213,7 +230,7 @@ class FaceIdentityDataset(BaseDataset):
     def _folder_items(self, image_root: str) -> List[_Item]:
         if not osp.isdir(image_root):
             raise FileNotFoundError(f'the image folder {image_root!r} does not exist')
-        empty = _BadItems(self.on_bad_data, ValueError, f'identity folders without images under {image_root}')
+        empty = BadItems(self.on_bad_data, ValueError, f'identity folders without images under {image_root}')
         items = []
         with os.scandir(image_root) as entries:
             folders = sorted(entry.name for entry in entries if entry.is_dir())
@@ -230,7 +247,7 @@ class FaceIdentityDataset(BaseDataset):
 
     def _with_landmarks(self, items: List[_Item]) -> Tuple[List[_Item], Dict[str, np.ndarray]]:
         landmarks = load_landmark_file(self.landmark_file, self.on_bad_data)
-        missing = _BadItems(self.on_bad_data, ValueError, f'images without landmarks in {self.landmark_file}')
+        missing = BadItems(self.on_bad_data, ValueError, f'images without landmarks in {self.landmark_file}')
         kept = []
         for item in items:
             if osp.normpath(item.path) not in landmarks:
@@ -240,23 +257,33 @@ class FaceIdentityDataset(BaseDataset):
         missing.warn()
         return kept, landmarks
 
-    def _checked_images(self, items: List[_Item], image_root: str) -> List[_Item]:
+    def _checked_images(self, items: List[_Item], image_root: str, landmarks: Dict[str, np.ndarray]) -> List[_Item]:
         if self.check_images == 'none' or (self.check_images == 'exist' and not self.ann_file):
             return items
-        bad = _BadItems(self.on_bad_data, FaceImageError, 'missing or unreadable images')
+        unreadable = BadItems(self.on_bad_data, FaceImageError, 'missing or unreadable images')
+        misplaced = BadItems(self.on_bad_data, FaceImageError, f'images whose landmarks in {self.landmark_file} do '
+                             'not locate a face')
+        align = next((t for t in self.pipeline.transforms if isinstance(t, FaceAlign)), None) if landmarks else None
         kept = []
         for item in items:
             path = osp.join(image_root, item.path)
             try:
                 if self.check_images == 'decode':
-                    read_face_image(path)
+                    img = read_face_image(path)
                 elif not osp.isfile(path):
                     raise FaceImageError(f'the face image {path} does not exist')
             except FaceImageError as e:
-                bad.add(f'{item.where}: {e}' if self.ann_file else str(e))
+                unreadable.add(f'{item.where}: {e}' if self.ann_file else str(e))
                 continue
+            if self.check_images == 'decode' and align is not None:
+                try:
+                    align.landmark_matrix(img.shape[:2], landmarks[osp.normpath(item.path)], path)
+                except FaceImageError as e:
+                    misplaced.add(f'{self.landmark_file}: {e}')
+                    continue
             kept.append(item)
-        bad.warn()
+        unreadable.warn()
+        misplaced.warn()
         return kept
 
     def _classes(self, items: List[_Item]) -> List[str]:

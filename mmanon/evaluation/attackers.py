@@ -15,10 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
-from mmengine.config import Config
-
-from mmanon.compat import load_local_checkpoint
+from mmanon.compat import checkpoint_config, load_local_checkpoint
 from mmanon.registry import MODELS, build_in_scope
+from mmanon.utils.checkpoint import check_trained_keys
 
 Embeddings = Optional[Tuple[np.ndarray, np.ndarray]]
 # Where the model attaches its own discriminator's embeddings of the raw and the anonymized crops.
@@ -130,7 +129,8 @@ class CheckpointAttacker(CropAttacker):
     head's constructor arguments as plain Python values) and ``'state_dict'`` (its weights), or a
     ``tools/train.py`` checkpoint of a :class:`FaceIdentityClassifier` (a discriminator pre-trained on a
     face-identity dataset), whose head is read from its config and weights. Checkpoints are loaded with
-    ``weights_only=True`` (see :mod:`mmanon.compat`). The head runs on the device of the crops it is given.
+    ``weights_only=True`` and their stored config is read as plain values (see :mod:`mmanon.compat`). The head
+    runs on the device of the crops it is given.
 
     Args:
         checkpoint (str): Path of the checkpoint.
@@ -143,6 +143,7 @@ class CheckpointAttacker(CropAttacker):
         super().__init__(name or osp.splitext(osp.basename(checkpoint))[0], batch_size)
         config, state_dict = _head_of_checkpoint(checkpoint)
         self.head = build_in_scope(MODELS, dict(type='FaceDiscriminatorHead', **config))
+        check_trained_keys(self.head, state_dict, checkpoint)
         self.head.load_state_dict(state_dict)
         self.head.eval()
 
@@ -160,12 +161,13 @@ def _head_of_checkpoint(path: str) -> Tuple[dict, dict]:
     saved = load_local_checkpoint(path, map_location='cpu')
     if isinstance(saved, dict) and {'config', 'state_dict'} <= saved.keys():
         return saved['config'], saved['state_dict']
-    cfg_text = saved.get('meta', {}).get('cfg') if isinstance(saved, dict) else None
-    head = Config.fromstring(cfg_text, '.py').get('model', {}).get('head') if cfg_text else None
-    if head is None or 'state_dict' not in saved or not str(head.get('type')).endswith('FaceDiscriminatorHead'):
+    cfg = checkpoint_config(saved, path)
+    head = (cfg.get('model') or {}).get('head') if cfg else None
+    if not isinstance(head, dict) or 'state_dict' not in saved or \
+            not str(head.get('type')).endswith('FaceDiscriminatorHead'):
         raise ValueError(f'{path} is neither an attacker checkpoint (a dict with the keys \'config\' and '
                          '\'state_dict\') nor a tools/train.py checkpoint of a FaceIdentityClassifier')
-    config = {key: value for key, value in head.to_dict().items() if key != 'type'}
+    config = {key: value for key, value in head.items() if key != 'type'}
     state_dict = {key[len('head.'):]: value for key, value in saved['state_dict'].items() if key.startswith('head.')}
     return config, state_dict
 

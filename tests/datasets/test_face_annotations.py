@@ -20,7 +20,7 @@ def test_dump_then_load_round_trips(tmp_path):
 def test_unknown_identity_and_entity_may_be_empty_or_absent(tmp_path):
     path = tmp_path / 'faces.csv'
     path.write_text('vidA,902,0.1,0.2,0.3,0.4,,\n'
-                    'vidA,902,0.1,0.2,0.3,0.4,5\n'
+                    'vidA,902,0.5,0.2,0.7,0.4,5\n'
                     '\n'
                     'vidA,903,0.1,0.2,0.3,0.4,-1,\n')
     records = load_face_file(str(path))

@@ -231,3 +231,64 @@ def test_invalid_arguments(faces):
         FaceIdentityDataset(data_prefix=dict(img_path=faces['images']), check_images='all')
     with pytest.raises(FileNotFoundError, match='the image folder'):
         FaceIdentityDataset(data_prefix=dict(img_path=faces['images'] + '_missing'))
+
+
+def landmark_rows(paths):
+    with open(paths['landmarks'], encoding='utf-8') as f:
+        return f.read().splitlines()
+
+
+@pytest.mark.parametrize('points', ['20 20 20 20 20 20 20 20 20 20', '20 20 20.1 20 20 20.2 20 20 20 20.3'])
+def test_degenerate_landmarks_are_found_when_the_dataset_is_built(copied, logged_warnings, points):
+    rows = landmark_rows(copied)
+    rows[4] = rows[4].split()[0] + ' ' + points
+    write(copied['landmarks'], rows)
+    with pytest.raises(ValueError, match=r'landmarks.txt, row 5: face_01/face_01_0002.jpg: the landmarks are '
+                       'degenerate: they spread over'):
+        build(copied, landmark_file=copied['landmarks'])
+    assert len(build(copied, landmark_file=copied['landmarks'], on_bad_data='skip')) == 11
+    assert any(m.startswith('skipped 1 bad rows of') for m in logged_warnings)
+
+
+def test_far_off_landmarks_give_no_labelled_crop(copied, logged_warnings):
+    rows = landmark_rows(copied)
+    name, *values = rows[4].split()
+    rows[4] = ' '.join([name] + [str(float(v) + 5000) for v in values])
+    write(copied['landmarks'], rows)
+    # Found while the dataset is built when the images are decoded up front ...
+    with pytest.raises(FaceImageError, match=rf'landmarks.txt: .*{name}: its landmarks .* put 100% of the aligned '
+                       r'crop outside the 96x96 image'):
+        build(copied, landmark_file=copied['landmarks'], check_images='decode')
+    dataset = build(copied, landmark_file=copied['landmarks'], check_images='decode', on_bad_data='skip')
+    assert len(dataset) == 11
+    assert any(m.startswith('skipped 1 images whose landmarks') for m in logged_warnings)
+    # ... else when the sample is read: an error naming the image, or another sample in training under 'skip';
+    # never a crop of border colour with a label.
+    dataset = build(copied, landmark_file=copied['landmarks'], test_mode=True)
+    index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)['img_path'].endswith(name))
+    with pytest.raises(FaceImageError, match=f'{name}: its landmarks'):
+        dataset[index]
+    dataset = build(copied, landmark_file=copied['landmarks'], on_bad_data='skip')
+    assert not dataset[index]['data_samples'].metainfo['img_path'].endswith(name)
+    assert dataset.skipped_in_pipeline >= 1
+
+
+def test_list_and_landmark_files_in_other_encodings(copied, tmp_path):
+    rows = landmark_rows(copied)
+    with open(copied['landmarks'], 'wb') as f:
+        f.write(b'\xef\xbb\xbf' + ''.join(row + '\r\n' for row in rows).encode())
+    classes = tmp_path / 'identities.txt'
+    classes.write_bytes(b'\xef\xbb\xbfface_00\r\nface_01\r\nface_02\r\nface_03\r\n')
+    dataset = build(copied, landmark_file=copied['landmarks'], metainfo=dict(classes=str(classes)))
+    assert len(dataset) == 12 and dataset.metainfo['classes'] == tuple(f'face_{i:02d}' for i in range(4))
+    with open(copied['val_list'], 'wb') as f:
+        f.write(f'{lfw_image_path("face_00", 3)} face_00\n{lfw_image_path("face_01", 3)} identité\n'.encode('latin-1'))
+    with pytest.raises(ValueError, match=r'val_list.txt, row 2: not UTF-8'):
+        build(copied, ann_file=copied['val_list'], on_bad_data='skip')
+
+
+def test_dataset_left_empty_names_its_file(copied):
+    write(copied['val_list'], ['face_00/face_00_0042.jpg face_00'])
+    with pytest.raises(ValueError, match=r'FaceIdentityDataset has no samples: no usable image is listed in '
+                       r'.*val_list.txt'):
+        build(copied, ann_file=copied['val_list'], on_bad_data='skip')

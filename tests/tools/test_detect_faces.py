@@ -128,3 +128,54 @@ def test_cli_builds_the_detector_and_reports(tmp_path, dataset, capsys):
     assert 'keyframes' in capsys.readouterr().out and osp.exists(out)
     assert tool['main']([dataset['ann_file'], out, '--frame-root', str(tmp_path / 'nope')]) == 1
     assert 'nope' in capsys.readouterr().err
+
+
+class OtherDetector(WhiteBoxDetector):
+    """Another detector: the same boxes, another name."""
+
+
+@pytest.mark.parametrize('change, named', [
+    (dict(detector=OtherDetector()), r"detector \('WhiteBoxDetector' there, 'OtherDetector' now\)"),
+    (dict(fps=25), r'fps \(30 there, 25 now\)'),
+    (dict(timestamp_start=901), r'timestamp_start \(900 there, 901 now\)'),
+    (dict(detector_settings=dict(detector='haar', detector_options=dict(min_neighbors=3))),
+     r"detector \('WhiteBoxDetector' there, 'haar' now\); detector_options \(None there, \{'min_neighbors': 3\} "
+     r'now\)'),
+])
+def test_resume_with_other_settings_is_refused(tmp_path, dataset, change, named):
+    out = str(tmp_path / 'faces.csv')
+    with pytest.raises(KeyboardInterrupt):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(interrupt_at=2), progress=False, **dataset)
+    partial = open(out + '.partial').read()
+    kwargs = dict(dict(detector=WhiteBoxDetector(), progress=False, out_file=out, **dataset), **change)
+    with pytest.raises(ValueError, match=r'faces.csv.partial was made with other settings: ' + named +
+                       '. Rerun with its settings to resume it, or pass --restart'):
+        detect_faces(**kwargs)
+    assert open(out + '.partial').read() == partial and not osp.exists(out)
+    if 'detector' in change:  # the fixture has frames at the default timing only
+        detect_faces(**dict(kwargs, restart=True))
+        assert not osp.exists(out + '.partial') and open(out).read().splitlines() == expected_rows()
+
+
+def test_resume_checks_the_annotations_and_the_cli_detector(tmp_path, dataset, capsys):
+    out = str(tmp_path / 'faces.csv')
+    with pytest.raises(KeyboardInterrupt):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(interrupt_at=2), progress=False, **dataset)
+    with open(dataset['ann_file'], 'a') as f:
+        f.write('vidB,902,0.7,0.0,0.9,1.0,2,4\n')
+    with pytest.raises(ValueError, match=r'was made with other settings: ann_file_sha256 \('):
+        detect_faces(out_file=out, detector=WhiteBoxDetector(), progress=False, **dataset)
+    # A partial file of an older version, without its settings, is not continued either.
+    with open(out + '.partial', 'w') as f:
+        f.write('{"video_id": "vidA", "timestamp": 902, "faces": []}\n')
+    args = [dataset['ann_file'], out, '--frame-root', dataset['frame_root'], '--filename-tmpl',
+            dataset['filename_tmpl']]
+    assert tool['main'](args) == 1
+    assert 'faces.csv.partial does not start with the settings it was made with' in capsys.readouterr().err
+    # The command line records the detector by its name and options.
+    assert tool['main'](args + ['--restart', '--detector-options', 'min_neighbors=3']) == 0
+    capsys.readouterr()
+    with open(out + '.partial', 'w') as f:
+        f.write('{"settings": {"detector": "dlib"}}\n')
+    assert tool['main'](args) == 1
+    assert "detector ('dlib' there, 'haar' now)" in capsys.readouterr().err

@@ -39,10 +39,10 @@ from mmengine.dataset import Compose
 
 import mmanon  # noqa: F401  (applies the compatibility fixes and registers mmanon's components)
 from mmanon.apis import load_learned_anonymizer
-from mmanon.compat import TRUST_ENV
 from mmanon.datasets import FaceAlign, LoadFaceImage, PackFaceInputs, load_landmark_file
 from mmanon.datasets.toy_faces import lfw_image_path
 from mmanon.evaluation.attackers import AttackerUnavailable, build_attacker
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments
 from mmanon.evaluation.functional import l2_normalize, roc_auc
 from mmanon.models.utils import anonymize_crops, to_uint8
 from mmanon.registry import MODELS, build_in_scope
@@ -89,9 +89,8 @@ def parse_args(argv=None):
                         help='where the anonymizers and attackers run')
     parser.add_argument('--out-dir', default='work_dirs/face_verification',
                         help='folder of face_verification.csv and face_verification.md')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='load anonymizer checkpoints with full unpickling (can run code); only for files '
-                        'from a trusted source that the default weights-only loading rejects')
+    # Anonymizer and attacker weights are always loaded in full: a part left random is not the evaluated model.
+    add_checkpoint_arguments(parser, missing_keys=False)
     return parser.parse_args(argv)
 
 
@@ -296,8 +295,7 @@ def write_results(rows: Sequence[dict], out_dir: str) -> Dict[str, str]:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.trust_checkpoint:
-        os.environ[TRUST_ENV] = '1'
+    apply_checkpoint_arguments(args)
     try:
         rows = evaluate(args)
     except (OSError, ValueError, KeyError, AttackerUnavailable, pickle.UnpicklingError) as e:

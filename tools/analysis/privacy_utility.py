@@ -48,6 +48,7 @@ from mmengine.config import Config  # noqa: E402
 import mmanon  # noqa: F401,E402  (applies the compatibility fixes and registers mmanon's components)
 from mmanon.models.anonymizers import IdentityAnonymizer  # noqa: E402
 from mmanon.registry import MODELS, build_in_scope  # noqa: E402
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOY_CONFIG_DIR = osp.join('configs', 'detection', 'slowonly')
@@ -110,6 +111,8 @@ def parse_args(argv=None):
                         'tools/dist_test.sh (default: %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the detectors\' and the attackers\' training '
                         '(default: %(default)s)')
+    # Both hold for every step: the steps inherit the opt-in through the environment and get the flag.
+    add_checkpoint_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -206,6 +209,11 @@ def read_test_metrics(test_dir: str, before: set) -> dict:
         return json.load(f)
 
 
+def _missing_keys_flag(args) -> List[str]:
+    """``--allow-missing-keys`` for the steps that load the detector's checkpoint, if it was given."""
+    return ['--allow-missing-keys'] if args.allow_missing_keys else []
+
+
 def evaluate_method(name: str, config_path: str, args) -> dict:
     """Train, attack and test one method; see the module docstring.
 
@@ -238,7 +246,8 @@ def evaluate_method(name: str, config_path: str, args) -> dict:
         print(f'  adaptive attacker: {attacker}', flush=True)
     else:
         run_step([sys.executable, osp.join(REPO, 'tools', 'analysis', 'train_attacker.py'), config_path, checkpoint,
-                  '--out', attacker, '--seed', str(args.seed), *shlex.split(args.attacker_args)],
+                  '--out', attacker, '--seed', str(args.seed), *_missing_keys_flag(args),
+                  *shlex.split(args.attacker_args)],
                  osp.join(work_dir, 'attacker_stdout.log'), 'train the adaptive attacker')
 
     config = Config.fromfile(config_path)
@@ -248,7 +257,8 @@ def evaluate_method(name: str, config_path: str, args) -> dict:
     test_dir = osp.join(work_dir, 'test')
     before = set(glob.glob(osp.join(test_dir, '*', '*.json')))
     run_step(_tool('test.py', args.gpus, test_config, checkpoint) +
-             ['--work-dir', test_dir, *shlex.split(args.test_args)], osp.join(work_dir, 'test_stdout.log'),
+             ['--work-dir', test_dir, *_missing_keys_flag(args), *shlex.split(args.test_args)],
+             osp.join(work_dir, 'test_stdout.log'),
              'test with the privacy metrics')
     return read_test_metrics(test_dir, before)
 
@@ -427,6 +437,7 @@ def plot_report(rows: List[dict], path: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         methods = parse_methods(args.configs)
         if args.methods:

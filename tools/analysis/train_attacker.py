@@ -56,6 +56,7 @@ import mmanon  # noqa: F401,E402  (applies the compatibility fixes and registers
 from mmanon.apis.anonymize_video import move_into_place  # noqa: E402
 from mmanon.apis.faces import clip_faces, collect_faces, crop_faces, face_loader, load_detector  # noqa: E402
 from mmanon.models.heads import FaceDiscriminatorHead  # noqa: E402
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -110,6 +111,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the detector config, key=value pairs such as '
                         'model.data_preprocessor.face_crop_size="(64,64)"')
+    add_checkpoint_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -266,7 +268,7 @@ def train_attacker(args) -> dict:
         folder = osp.dirname(args.checkpoint) if args.checkpoint else osp.join(
             'work_dirs', osp.splitext(osp.basename(args.config))[0])
         out = osp.join(folder, 'adaptive_attacker.pth')
-    preprocessor = load_detector(config, args.checkpoint, args.device).data_preprocessor
+    preprocessor = load_detector(config, args.checkpoint, args.device, args.allow_missing_keys).data_preprocessor
 
     if args.face_dataset:
         source = args.face_dataset
@@ -312,6 +314,7 @@ def train_attacker(args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         result = train_attacker(args)
     except (OSError, ValueError) as e:

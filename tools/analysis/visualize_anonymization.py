@@ -41,6 +41,7 @@ from mmanon.apis.faces import clip_faces, collect_faces, face_loader, load_detec
 from mmanon.datasets.ava_face_dataset import faces_in_clip
 from mmanon.models.utils import to_uint8
 from mmanon.registry import MODELS, build_in_scope
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments
 
 # Layout of the face grid, in pixels.
 GRID_PAD = 4
@@ -79,6 +80,7 @@ def parse_args(argv=None):
                         help='data loading processes (default: the config\'s val_dataloader.num_workers)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of CONFIG, key=value pairs')
+    add_checkpoint_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -236,7 +238,7 @@ def visualize(args) -> None:
     config = Config.fromfile(args.config)
     if args.cfg_options:
         config.merge_from_dict(args.cfg_options)
-    model = load_detector(config, args.checkpoint, args.device)
+    model = load_detector(config, args.checkpoint, args.device, args.allow_missing_keys)
     loader = face_loader(config, 'val', args.num_workers)
     visualizer = Visualizer.get_instance('mmanon_visualize_anonymization')
 
@@ -253,7 +255,8 @@ def visualize(args) -> None:
 
     preprocessors = [model.data_preprocessor]
     for method_config, checkpoint in methods:
-        preprocessors.append(load_detector(Config.fromfile(method_config), checkpoint, args.device).data_preprocessor)
+        method_model = load_detector(Config.fromfile(method_config), checkpoint, args.device, args.allow_missing_keys)
+        preprocessors.append(method_model.data_preprocessor)
     # Faces of clips spread over the val set: the first clips would show a few persons of one video only.
     grid_loader = DataLoader(Subset(dataset, spread_indices(len(dataset), args.num_faces)),
                              batch_size=loader.batch_size, num_workers=loader.num_workers, collate_fn=pseudo_collate)
@@ -274,6 +277,7 @@ def visualize(args) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         visualize(args)
     except (OSError, ValueError) as e:

@@ -8,7 +8,10 @@ goes to the annotated person box that contains its centre and overlaps it most (
 and the faces are written with :func:`mmanon.datasets.face_annotations.dump_face_file`.
 
 The run is resumable: each finished keyframe is appended to ``OUT.partial``; a rerun skips the keyframes
-found there, and the final file (sorted by video, timestamp and box) is written only once all are done.
+found there, and the final file (sorted by video, timestamp and box) is written only once all are done. The
+partial file starts with the settings that change the detections (detector and its options, frame source and
+timing, the annotation file's content); a rerun with other settings is refused, naming the first that differs,
+so that one file never mixes two detectors.
 
 Example::
 
@@ -16,7 +19,7 @@ Example::
         data/ava/annotations/ava_faces_train_v2.1.csv --frame-root data/ava/rawframes
 """
 import argparse
-import csv
+import hashlib
 import json
 import os
 import os.path as osp
@@ -31,6 +34,7 @@ from mmengine.utils import ProgressBar
 
 from mmanon.apis import build_face_detector
 from mmanon.apis.anonymize_video import move_into_place
+from mmanon.datasets.data_files import read_text_lines, split_csv_line
 from mmanon.datasets.face_annotations import FaceRecord, dump_face_file
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
@@ -47,18 +51,18 @@ def load_person_boxes(ann_file: str) -> Dict[Key, Dict[int, Tuple[float, ...]]]:
         dict: ``(video_id, timestamp) -> {entity_id: (x1, y1, x2, y2)}``, normalised boxes.
     """
     persons = defaultdict(dict)
-    with open(ann_file, newline='', encoding='utf-8') as f:
-        for row_number, row in enumerate(csv.reader(f), start=1):
-            if not row:
-                continue
-            try:
-                key = (row[0].strip(), int(row[1]))
-                box = tuple(float(v) for v in row[2:6])
-                entity_id = int(row[7]) if len(row) > 7 and row[7].strip() else -1
-            except (ValueError, IndexError):
-                raise ValueError(f'{ann_file}, row {row_number}: expected video_id,timestamp,x1,y1,x2,y2,action,'
-                                 f'entity_id, got {row}') from None
-            persons[key][entity_id] = box
+    for row_number, line in enumerate(read_text_lines(ann_file), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = split_csv_line(line)
+            key = (row[0].strip(), int(row[1]))
+            box = tuple(float(v) for v in row[2:6])
+            entity_id = int(row[7]) if len(row) > 7 and row[7].strip() else -1
+        except (ValueError, IndexError):
+            raise ValueError(f'{ann_file}, row {row_number}: expected video_id,timestamp,x1,y1,x2,y2,action,'
+                             f'entity_id, got {line[:200]!r}') from None
+        persons[key][entity_id] = box
     if not persons:
         raise ValueError(f'{ann_file} holds no annotations')
     return dict(persons)
@@ -146,14 +150,38 @@ class _KeyframeReader:
         self.video_id, self.capture = None, None
 
 
-def _load_progress(partial: str) -> Dict[Key, list]:
-    """Finished keyframes of an interrupted run; rewrites the file without a half-written last line."""
-    done, lines = {}, []
-    if not osp.exists(partial):
-        return done
-    with open(partial, encoding='utf-8') as f:
-        content = f.read().split('\n')
-    for line_number, line in enumerate(content, start=1):
+def run_settings(ann_file: str, frame_root: Optional[str], video_root: Optional[str], fps: float,
+                 timestamp_start: int, filename_tmpl: str, detector: dict) -> dict:
+    """The settings of a run that change the faces it finds, as plain JSON values: a partial file made with
+    other settings cannot be continued."""
+    with open(ann_file, 'rb') as f:
+        ann_digest = hashlib.sha256(f.read()).hexdigest()
+    source = dict(frame_root=osp.abspath(frame_root), filename_tmpl=filename_tmpl, fps=fps) if frame_root else \
+        dict(video_root=osp.abspath(video_root))
+    settings = dict(detector, **source, timestamp_start=timestamp_start, ann_file_sha256=ann_digest)
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def _load_progress(partial: str, settings: dict) -> Dict[Key, list]:
+    """Finished keyframes of an interrupted run with the same settings; rewrites the file with its settings
+    and without a half-written last line."""
+    done, lines = {}, [json.dumps(dict(settings=settings), sort_keys=True)]
+    content = []
+    if osp.exists(partial):
+        with open(partial, encoding='utf-8') as f:
+            content = f.read().split('\n')
+    if any(content):
+        try:
+            saved = json.loads(content[0])['settings']
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f'{partial} does not start with the settings it was made with (an older mmanon wrote '
+                             'it, or it is damaged); pass --restart to start over') from None
+        differences = [f'{key} ({saved.get(key)!r} there, {settings.get(key)!r} now)'
+                       for key in sorted(set(saved) | set(settings)) if saved.get(key) != settings.get(key)]
+        if differences:
+            raise ValueError(f'{partial} was made with other settings: {"; ".join(differences)}. Rerun with its '
+                             'settings to resume it, or pass --restart to start over with these')
+    for line_number, line in enumerate(content[1:], start=2):
         if not line:
             continue
         try:
@@ -183,7 +211,8 @@ def detect_faces(ann_file: str,
                  filename_tmpl: str = 'img_{:05d}.jpg',
                  identity_from_entity: bool = False,
                  restart: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True,
+                 detector_settings: Optional[dict] = None) -> dict:
     """Detect the faces of every annotated keyframe and write the face file; see the module docstring.
 
     Args:
@@ -199,6 +228,9 @@ def detect_faces(ann_file: str,
             order of the annotation file); otherwise identities are -1. Defaults to False.
         restart (bool): Discard the progress of an interrupted run. Defaults to False.
         progress (bool): Show a progress bar. Defaults to True.
+        detector_settings (dict, optional): What identifies the detector (name and options, JSON values), kept
+            with the progress: resuming with other settings is refused. Defaults to None, the detector's class
+            name.
 
     Returns:
         dict: ``keyframes``, ``resumed`` (keyframes taken from the partial file), ``faces`` and
@@ -212,7 +244,10 @@ def detect_faces(ann_file: str,
     partial = out_file + '.partial'
     if restart and osp.exists(partial):
         os.remove(partial)
-    done = _load_progress(partial)
+    if detector_settings is None:
+        detector_settings = dict(detector=type(detector).__qualname__)
+    settings = run_settings(ann_file, frame_root, video_root, fps, timestamp_start, filename_tmpl, detector_settings)
+    done = _load_progress(partial, settings)
     todo = [key for key in sorted(persons) if key not in done]
     resumed = len(persons) - len(todo)
     bar = ProgressBar(len(todo)) if progress and todo else None
@@ -258,7 +293,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Detect faces in the keyframes of an AVA annotation file and write the face annotation '
         'file (video_id,timestamp,x1,y1,x2,y2,identity,entity_id). Resumable: rerun the same command after an '
-        'interruption.',
+        'interruption (a rerun with other detection settings is refused).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('ann_file', help='AVA annotation CSV (video_id,timestamp,x1,y1,x2,y2,action,entity_id)')
     parser.add_argument('out_file', help='face CSV to write; progress is kept in OUT_FILE.partial until done')
@@ -278,7 +313,8 @@ def parse_args(argv=None):
     parser.add_argument('--identity-from-entity', action='store_true',
                         help='number each (video_id, entity_id) as an identity, in sorted order (AVA entity '
                         'ids are per video, so these identities are too); otherwise identities are -1')
-    parser.add_argument('--restart', action='store_true', help='discard the progress of an interrupted run')
+    parser.add_argument('--restart', action='store_true',
+                        help='discard the progress of an interrupted run (needed to change its settings)')
     return parser.parse_args(argv)
 
 
@@ -288,7 +324,8 @@ def main(argv=None):
         detector = build_face_detector(args.detector, **args.detector_options)
         summary = detect_faces(args.ann_file, args.out_file, detector, args.frame_root, args.video_root,
                                args.fps, args.timestamp_start, args.filename_tmpl, args.identity_from_entity,
-                               args.restart)
+                               args.restart, detector_settings=dict(detector=args.detector,
+                                                                    detector_options=args.detector_options))
     except (OSError, ValueError, ImportError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

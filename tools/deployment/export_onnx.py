@@ -22,6 +22,7 @@ import torch
 
 from mmanon.apis import load_learned_anonymizer
 from mmanon.apis.anonymize_video import move_into_place
+from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments
 
 # Largest accepted difference, as a fraction of the pixel range [0, 255] (1e-4 is 0.0255 grey levels). In raw
 # pixel values float32 alone leaves ~1e-4: the output is 127.5 * tanh(h), and the two engines' sums in
@@ -54,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument('--check-batch', type=int, default=3,
                         help='crops in the onnxruntime check; differs from the export batch (2) to '
                         'exercise the dynamic batch dimension')
+    # The anonymizer's weights are always loaded in full: an export with random parts could leave faces as
+    # they are.
+    add_checkpoint_arguments(parser, missing_keys=False)
     return parser.parse_args(argv)
 
 
@@ -127,6 +131,7 @@ def export_onnx(checkpoint: str, output: str, crop_size=None, opset: int = 17, c
 
 def main(argv=None):
     args = parse_args(argv)
+    apply_checkpoint_arguments(args)
     try:
         diff = export_onnx(args.checkpoint, args.output, args.crop_size, args.opset, args.check_batch)
     except (OSError, ValueError, ImportError, pickle.UnpicklingError) as e:

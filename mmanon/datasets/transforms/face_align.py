@@ -1,10 +1,11 @@
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 
 from mmanon.registry import TRANSFORMS
+from .load_face_image import FaceImageError
 
 # SphereFace's five reference points, (x, y) in a 112 x 96 (height x width) crop: the eye on the image's left,
 # the other eye, the nose tip, the left and the right mouth corner. The landmark files of CASIA-WebFace and
@@ -13,6 +14,26 @@ SPHEREFACE_TEMPLATE = ((30.2946, 51.6963), (65.5318, 51.5014), (48.0252, 71.7366
                        (62.7299, 92.2041))
 SPHEREFACE_SIZE = (112, 96)
 INTERPOLATIONS = dict(nearest=cv2.INTER_NEAREST, bilinear=cv2.INTER_LINEAR, bicubic=cv2.INTER_CUBIC)
+# Landmarks spread over less than a pixel (root-mean-square distance from their centre) locate no face: the
+# warp would blow a pixel or two up to the whole crop, or, when the points coincide, not exist.
+MIN_LANDMARK_SPREAD = 1.0
+
+
+def degenerate_landmarks(points: np.ndarray) -> Optional[str]:
+    """Why (K, 2) landmarks cannot locate a face, or None when they can.
+
+    Args:
+        points (np.ndarray): (x, y) landmarks in pixels.
+
+    Returns:
+        str | None: The problem.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    spread = float(np.sqrt(((points - points.mean(axis=0))**2).sum(axis=1).mean()))
+    if spread < MIN_LANDMARK_SPREAD:
+        return (f'the landmarks are degenerate: they spread over {spread:.3g} pixels (root-mean-square distance '
+                f'from their centre), less than {MIN_LANDMARK_SPREAD:g}')
+    return None
 
 
 def scaled_template(crop_size: Sequence[int],
@@ -77,6 +98,12 @@ class FaceAlign(BaseTransform):
     the image with the crop's aspect ratio (``center_crop_ratio`` of the largest such region) resized to the
     crop size, which suits datasets whose faces are already centred and upright.
 
+    Landmarks that cannot belong to the image raise a :class:`FaceImageError` naming it, which
+    :class:`mmanon.datasets.FaceIdentityDataset` skips under ``on_bad_data='skip'``: degenerate ones (see
+    :func:`degenerate_landmarks`), and ones whose crop would take less than ``min_inside`` of its pixels from
+    inside the image (far-off points, or points in other units, give crops of border colour that would still be
+    labelled with an identity).
+
     Required keys: ``img``. Optional: ``landmarks``, ``img_path`` (named in errors).
     Modified keys: ``img``, ``img_shape``, ``landmarks``. Added keys: ``align_matrix`` (the (2, 3) warp).
 
@@ -89,6 +116,8 @@ class FaceAlign(BaseTransform):
             largest region of the crop's aspect ratio that fits the image, in (0, 1]. Defaults to 1.0.
         interpolation (str): 'nearest', 'bilinear' or 'bicubic'. Defaults to 'bilinear'.
         border_value (int): Value of the pixels the warp takes from outside the image. Defaults to 0.
+        min_inside (float): Least fraction of the crop's pixels that landmarks must take from inside the image,
+            in [0, 1]. Defaults to 0.5.
     """
 
     def __init__(self,
@@ -97,7 +126,8 @@ class FaceAlign(BaseTransform):
                  template_size: Sequence[int] = SPHEREFACE_SIZE,
                  center_crop_ratio: float = 1.0,
                  interpolation: str = 'bilinear',
-                 border_value: int = 0) -> None:
+                 border_value: int = 0,
+                 min_inside: float = 0.5) -> None:
         crop_size = tuple(crop_size)
         if len(crop_size) != 2 or not all(isinstance(s, int) and s > 0 for s in crop_size):
             raise ValueError(f'crop_size must be (height, width), two positive ints, got {crop_size}')
@@ -108,11 +138,14 @@ class FaceAlign(BaseTransform):
             raise ValueError(f'center_crop_ratio must be in (0, 1], got {center_crop_ratio}')
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f'interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}')
+        if not 0 <= min_inside <= 1:
+            raise ValueError(f'min_inside must be in [0, 1], got {min_inside}')
         self.crop_size: Tuple[int, int] = crop_size
         self.template = scaled_template(crop_size, template, template_size)
         self.center_crop_ratio = center_crop_ratio
         self.interpolation = interpolation
         self.border_value = border_value
+        self.min_inside = min_inside
 
     def transform(self, results: dict) -> dict:
         img = results['img']
@@ -121,11 +154,7 @@ class FaceAlign(BaseTransform):
             matrix = self._center_crop_matrix(img.shape[:2])
         else:
             landmarks = np.asarray(landmarks, dtype=np.float64)
-            if landmarks.shape != self.template.shape or not np.isfinite(landmarks).all():
-                raise ValueError(f'the landmarks of {results.get("img_path", "the image")} must be '
-                                 f'{len(self.template)} finite (x, y) points like the template, got '
-                                 f'{landmarks.tolist()}')
-            matrix = similarity_transform(landmarks, self.template)
+            matrix = self.landmark_matrix(img.shape[:2], landmarks, results.get('img_path', 'the image'))
             results['landmarks'] = (landmarks @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
         height, width = self.crop_size
         results['img'] = cv2.warpAffine(img, matrix, (width, height), flags=INTERPOLATIONS[self.interpolation],
@@ -133,6 +162,42 @@ class FaceAlign(BaseTransform):
         results['img_shape'] = (height, width)
         results['align_matrix'] = matrix
         return results
+
+    def landmark_matrix(self, img_shape: Tuple[int, int], landmarks: np.ndarray, name: str) -> np.ndarray:
+        """The warp that aligns an image's landmarks onto the template, once they are found to fit the image.
+
+        Args:
+            img_shape (tuple[int, int]): (height, width) of the image.
+            landmarks (np.ndarray): (K, 2) (x, y) points in the order of the template.
+            name (str): The image, named in errors.
+
+        Returns:
+            np.ndarray: (2, 3) float64 warp from the image to the crop.
+
+        Raises:
+            ValueError: If the landmarks are not K finite points.
+            FaceImageError: If they are degenerate, or the crop takes too little of the image.
+        """
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        if landmarks.shape != self.template.shape or not np.isfinite(landmarks).all():
+            raise ValueError(f'the landmarks of {name} must be {len(self.template)} finite (x, y) points like the '
+                             f'template, got {landmarks.tolist()}')
+        problem = degenerate_landmarks(landmarks)
+        if problem is not None:
+            raise FaceImageError(f'{name}: {problem}')
+        matrix = similarity_transform(landmarks, self.template)
+        # Where the centres of the crop's pixels come from in the image.
+        height, width = self.crop_size
+        ys, xs = np.mgrid[:height, :width]
+        crop_points = np.stack([xs.ravel(), ys.ravel()], axis=1) - matrix[:, 2]
+        image_points = crop_points @ np.linalg.inv(matrix[:, :2]).T
+        img_height, img_width = img_shape
+        inside = ((image_points >= -0.5) & (image_points <= (img_width - 0.5, img_height - 0.5))).all(axis=1).mean()
+        if inside < self.min_inside:
+            raise FaceImageError(f'{name}: its landmarks {np.round(landmarks, 1).tolist()} put {1 - inside:.0%} of the '
+                                 f'aligned crop outside the {img_width}x{img_height} image (at most '
+                                 f'{1 - self.min_inside:.0%} allowed): they do not locate a face in it')
+        return matrix
 
     def _center_crop_matrix(self, img_shape: Tuple[int, int]) -> np.ndarray:
         """The warp that resizes the centred region of the crop's aspect ratio to the crop size."""
@@ -147,4 +212,5 @@ class FaceAlign(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(crop_size={self.crop_size}, center_crop_ratio={self.center_crop_ratio}, '
-                f'interpolation={self.interpolation!r}, border_value={self.border_value})')
+                f'interpolation={self.interpolation!r}, border_value={self.border_value}, '
+                f'min_inside={self.min_inside})')
