@@ -442,7 +442,8 @@ def test_image_needs_an_image_output(tmp_path, output):
 
 @pytest.mark.parametrize('option,value', [('margin', float('nan')), ('margin', float('inf')), ('margin', 0.5),
                                           ('feather', float('nan')), ('feather', 0.6),
-                                          ('fallback_scale', -1.), ('fallback_scale', 0.), ('fallback_scale', float('nan')),
+                                          ('fallback_scale', -1.), ('fallback_scale', 0.),
+                                          ('fallback_scale', float('nan')),
                                           ('fallback_frames', 0), ('detect_every', 0), ('detect_every', 1.5),
                                           ('lookback', -1), ('max_age', -1), ('fps', 0.), ('fps', float('nan')),
                                           ('iou_threshold', float('nan')), ('smoothing', float('nan'))])
