@@ -121,7 +121,8 @@ def print_summary(summary: dict) -> None:
         print(f'left out {summary["ignored"]} entries that are not image files')
     line = f'faces detected: {summary["faces_detected"]}, {things}s anonymized: {summary["anonymized_frames"]}'
     if 'tracks' in summary:
-        line += f', tracks: {summary["tracks"]}, frames covered by a fallback: {summary["fallback_frames"]}'
+        line += (f', tracks: {summary["tracks"]} (and {summary["brief_tracks"]} detected in fewer than 3 frames), '
+                 f'frames covered by a fallback: {summary["fallback_frames"]}')
     print(line)
     worst = summary.get('worst_track')
     if worst is not None:
