@@ -56,7 +56,6 @@ from .media_io import (IMAGE_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, ImageFile, Vid
 HANDCRAFTED_CONFIGS = dict(blur='box_blur', pixelate='pixelate', mask='solid_mask', noise='gaussian_noise')
 METHODS = (*HANDCRAFTED_CONFIGS, 'learned')
 FALLBACKS = ('head', 'frame')
-KINDS = ('video', 'image', 'images', 'frames')
 DEFAULT_MARGIN = 2.0
 DEFAULT_FEATHER = 0.2
 DEFAULT_FPS = 30.0
