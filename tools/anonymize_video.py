@@ -88,7 +88,7 @@ def parse_args(argv=None):
     parser.add_argument('--no-extrapolate', action='store_true',
                         help='keep lost tracks where they were last seen instead of moving them on by their '
                         'velocity')
-    parser.add_argument('--detect-every', type=int, default=1,
+    parser.add_argument('--detect-every', type=int, default=2,
                         help='run the detector on every n-th frame only; tracks move on in between, and a face '
                         'found late is anonymized back to the previous run (--lookback)')
     parser.add_argument('--lookback', type=int,

@@ -484,7 +484,7 @@ def anonymize_video(input_path: str,
                     iou_threshold: float = 0.3,
                     smoothing: float = 0.5,
                     extrapolate: bool = True,
-                    detect_every: int = 1,
+                    detect_every: int = 2,
                     lookback: Optional[int] = None,
                     margin: Optional[float] = None,
                     feather: Optional[float] = None,
@@ -521,7 +521,9 @@ def anonymize_video(input_path: str,
         smoothing (float): Weight of a track's prediction in its box average, in [0, 1). Defaults to 0.5.
         extrapolate (bool): Whether tracks move on by their velocity. Defaults to True.
         detect_every (int): Run the detector on every n-th frame only; tracks move on in between, and a face
-            that appears is anonymized back to the previous run (see ``lookback``). Defaults to 1.
+            that appears is anonymized back to the previous run (see ``lookback``). Defaults to 2, which
+            about halves the time spent on detection while every frame stays covered on the real-face
+            evaluation (README).
         lookback (int, optional): Frames before a face's first detection that are anonymized at its first box.
             Defaults to None: ``detect_every``.
         margin (float, optional): Enlargement of face boxes, >= 1; None takes the checkpoint's, else 2.0.

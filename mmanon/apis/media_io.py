@@ -171,7 +171,8 @@ class VideoReader:
 
     def __iter__(self) -> Iterator[Tuple[str, object]]:
         """Yield ``('frame', (bgr, pts))`` for every decoded frame and ``('audio', packet)`` for every audio
-        packet, in file order. A frame of another size than the first raises ``ValueError``."""
+        packet, in file order. A packet that does not decode is skipped (and recorded in :attr:`error`), as
+        FFmpeg's players do; a frame of another size than the first raises ``ValueError``."""
         av = self._av
         try:
             for packet in self.container.demux(self.stream, *self.audio_streams):
@@ -182,8 +183,8 @@ class VideoReader:
                 try:
                     frames = packet.decode()
                 except av.FFmpegError as e:
-                    self.error = f'decoding stopped after {self.frames} frames: {e}'
-                    return
+                    self.error = self.error or f'a packet after frame {self.frames} did not decode: {e}'
+                    continue
                 for frame in frames:
                     if (frame.width, frame.height) != (self.width, self.height):
                         raise ValueError(f'{self.path}: frame {self.frames} is {frame.width}x{frame.height}, but '

@@ -81,7 +81,10 @@ def face_pixels(frame, box):
 
 
 def run(input_path, output_path, boxes, **kwargs):
+    """The tool on a clip, by default with a scripted detector run on every frame (it returns a frame's boxes
+    by the count of its calls)."""
     kwargs.setdefault('detector', ScriptedDetector(boxes, MISSED))
+    kwargs.setdefault('detect_every', 1)
     return anonymize_video(input_path, output_path, progress=False, **kwargs)
 
 
