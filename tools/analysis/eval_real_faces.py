@@ -194,7 +194,8 @@ def decode_frames(path: str, indices: Optional[Sequence[int]] = None):
     with av.open(path) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if wanted is None or index in wanted:
-                yield index, frame.to_ndarray(format='rgb24')
+                # Rows of odd widths are padded in PyAV's frames; dlib needs contiguous arrays.
+                yield index, np.ascontiguousarray(frame.to_ndarray(format='rgb24'))
 
 
 def reference_faces(media: Dict[str, List[str]], faces: DlibFaces, cache: BoxCache, video_samples: int,
