@@ -76,6 +76,32 @@ def _fix_ava_nan() -> None:
     metrics.compute_average_precision = compute_average_precision
 
 
+def _read_ava_csvs_like_the_dataset() -> None:
+    """mmaction2's AVA evaluation reads the annotation and exclusion CSVs with ``csv.reader`` on ``open(path)``:
+    a UTF-8 byte-order mark becomes part of the first video id (that keyframe's ground truth then matches no
+    detection, silently lowering the mAP), and a blank line fails with a ``TypeError`` in its assertion message.
+    ``mmanon.AVAFaceDataset`` accepts both, so the evaluation gets the same text without them. No upstream report
+    exists yet.
+    """
+    from mmaction.evaluation.functional import ava_utils
+
+    def plain_text(file):
+        lines = file.read().lstrip('\ufeff').splitlines()
+        return io.StringIO(''.join(line + '\n' for line in lines if line.strip()))
+
+    for name in ('read_csv', 'read_exclusions'):
+        original = getattr(ava_utils, name)
+        if getattr(original, '_mmanon_compat', False):
+            continue
+
+        def read(file, *args, _original=original, **kwargs):
+            return _original(plain_text(file) if file else file, *args, **kwargs)
+
+        read._mmanon_compat = True
+        read.__doc__ = original.__doc__
+        setattr(ava_utils, name, read)
+
+
 def _history_buffer_reduce(self):
     return type(self), (self._log_history.tolist(), self._count_history.tolist(), self.max_length)
 
@@ -391,5 +417,6 @@ def apply() -> None:
     """Apply every workaround; idempotent."""
     _provide_missing_drn()
     _fix_ava_nan()
+    _read_ava_csvs_like_the_dataset()
     _make_checkpoints_weights_only_safe()
     _load_url_checkpoints_weights_only()

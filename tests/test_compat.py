@@ -179,3 +179,25 @@ def test_downloaded_checkpoints_are_loaded_weights_only(http_folder, marker):
     with pytest.raises(UntrustedCheckpointError):
         checkpoint_module.load_from_http(f'{url}/crafted.pth')
     assert not osp.exists(marker)
+
+
+def test_ava_evaluation_reads_csvs_as_the_dataset_does(ava_fixture, tmp_path):
+    """A byte-order mark and blank lines, which AVAFaceDataset accepts, leave the AVA mAP unchanged."""
+    from mmaction.evaluation.functional import ava_eval
+    ann, labels = ava_fixture['ann_file_val'], ava_fixture['label_file']
+    with open(ann, encoding='utf-8') as f:
+        rows = f.read().splitlines()
+    # Detections: the ground truth with falling scores, one box moved away, so the mAP is neither 0 nor 1.
+    detections = [row.split(',')[:7] + [f'{1 - i / 100}'] for i, row in enumerate(rows)]
+    detections[0][2:6] = ['0.9', '0.9', '0.95', '0.95']
+    results = tmp_path / 'results.csv'
+    results.write_text(''.join(','.join(row) + '\n' for row in detections))
+    excluded = tmp_path / 'excluded.csv'
+    excluded.write_text(f'{rows[-1].split(",")[0]},{rows[-1].split(",")[1]}\n')
+    reference = ava_eval(str(results), 'mAP', labels, ann, str(excluded), verbose=False)
+    with_bom = tmp_path / 'ann.csv'
+    with_bom.write_bytes(b'\xef\xbb\xbf' + '\r\n'.join(rows + ['', '']).encode())
+    excluded.write_bytes(b'\xef\xbb\xbf' + excluded.read_bytes() + b'\n')
+    assert ava_eval(str(results), 'mAP', labels, str(with_bom), str(excluded), verbose=False) == \
+        pytest.approx(reference, nan_ok=True)
+    assert 0 < reference['overall'] < 1

@@ -83,19 +83,30 @@ cached_wheel() {
 build_wheel() {
   local tmp wheel
   tmp=$(mktemp -d)
-  pip_install -q --no-cache-dir --target "$tmp/overlay" "setuptools<70" wheel ninja >&2
+  # build_wheel runs in a $(...) subshell, whose exit, on success or failure, removes the build folder.
+  trap "rm -rf '$tmp'" EXIT
+  pip_install -q --no-cache-dir --no-warn-conflicts --target "$tmp/overlay" "setuptools<70" wheel ninja >&2
   PYTHONPATH="$tmp/overlay${PYTHONPATH:+:$PYTHONPATH}" PATH="$tmp/overlay/bin:$PATH" MMCV_WITH_OPS=1 \
     MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PYTHON" -m pip wheel --disable-pip-version-check --no-build-isolation \
     --no-deps --no-cache-dir -w "$tmp/wheels" "mmcv==$MMCV_VERSION" >&2
   wheel=$(ls "$tmp"/wheels/mmcv-*.whl)
-  check_wheel "$wheel" || { rm -rf "$tmp"; fail "the mmcv build produced a wheel without compiled ops (above)"; }
+  check_wheel "$wheel" || fail "the mmcv build produced a wheel without compiled ops (above)"
   # Copied under a temporary name, then renamed: an interrupted copy never leaves a truncated wheel in the cache.
   mkdir -p "$cache_dir"
   cp "$wheel" "$cache_dir/.partial-$(basename "$wheel")"
   mv "$cache_dir/.partial-$(basename "$wheel")" "$cache_dir/$(basename "$wheel")"
-  rm -rf "$tmp"
   echo "$cache_dir/$(basename "$wheel")"
 }
+
+# Installed by path, so that pip's cache has no say. First over whatever mmcv is there (pip keeps an installed mmcv
+# of the same version, ops or not, unless forced), then with its dependencies (numpy, opencv-python, mmengine,
+# ...), which a fresh environment lacks, held to the versions requirements/mminstall.txt pins for the OpenMMLab
+# stack below.
+install_wheel() {
+  pip_install --force-reinstall --no-deps "$1"
+  pip_install "$1" -c "$REPO/requirements/mminstall.txt"
+}
+ops_error() { "$PYTHON" -c 'import mmcv.ops' 2>&1 | tail -n 1 || true; }
 
 if mmcv_ok; then
   step "mmcv: keeping installed $("$PYTHON" -c 'import mmcv; print(mmcv.__version__)') (compiled ops present)"
@@ -105,24 +116,21 @@ else
   wheel=$(cached_wheel)
   if [ -n "$wheel" ]; then
     step "mmcv: installing the cached wheel $wheel"
-  elif [ "$MMCV_BUILD" = never ]; then
-    fail "mmcv: no usable wheel in $cache_dir and MMANON_MMCV_BUILD=never: not building"
-  else
+    install_wheel "$wheel"
+    if ! mmcv_ok; then
+      # It passed the file check, yet its ops do not load (say, built against another torch build of the same
+      # version): it must not be served again.
+      step "mmcv: the cached wheel's ops do not load here ($(ops_error)); deleted it"
+      rm -f "$wheel"
+      wheel=
+    fi
+  fi
+  if [ -z "$wheel" ]; then
+    [ "$MMCV_BUILD" = auto ] || fail "mmcv: no usable wheel in $cache_dir and MMANON_MMCV_BUILD=never: not building"
     step "mmcv: building $MMCV_VERSION with compiled ops from source with $PYTHON (about 10 minutes on 2 cores)"
     wheel=$(build_wheel)
-  fi
-  # Installed by path, so that pip's cache has no say. First over whatever mmcv is there (pip keeps an installed
-  # mmcv of the same version, ops or not, unless forced), then with its dependencies (numpy, opencv-python,
-  # mmengine, ...), which a fresh environment lacks, held to the versions requirements/mminstall.txt pins for
-  # the OpenMMLab stack below.
-  pip_install --force-reinstall --no-deps "$wheel"
-  pip_install "$wheel" -c "$REPO/requirements/mminstall.txt"
-  if ! mmcv_ok; then
-    # A wheel that passed the file check but whose ops do not load (say, built against another torch build of
-    # the same version) must not be served again.
-    rm -f "$wheel"
-    fail "mmcv installed from $wheel, but mmcv.ops does not import (deleted it from the cache; run again to rebuild):
-$("$PYTHON" -c 'import mmcv.ops' 2>&1 | tail -n 3)"
+    install_wheel "$wheel"
+    mmcv_ok || { rm -f "$wheel"; fail "mmcv built and installed, but its ops do not load: $(ops_error)"; }
   fi
 fi
 

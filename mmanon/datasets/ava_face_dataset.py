@@ -49,20 +49,65 @@ def parse_ava_row(row: List[str]) -> Tuple[FaceRecord, int, int]:
     return key_and_box, ids[0], ids[1]
 
 
-def _proposal_problem(key, boxes) -> Optional[str]:
-    """What is wrong with one entry of a proposal file, or None."""
+def _proposal_problem(key, boxes, values: bool = True) -> Optional[str]:
+    """What is wrong with one entry of a proposal file (its key, type and shape, and with ``values`` its
+    values), or None."""
     if not isinstance(key, str) or len(key.split(',')) != 2:
         return 'keys must be "video_id,timestamp" strings'
     if not isinstance(boxes, np.ndarray) or boxes.dtype.kind not in 'fiu':
         return f'proposals must be a numeric numpy array, got {type(boxes).__name__}'
     if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or not len(boxes):
         return f'proposals must be (N, 4) boxes or (N, 5) boxes and scores with N >= 1, got shape {boxes.shape}'
+    if not values:
+        return None
     if not np.isfinite(boxes).all():
         return 'proposals must be finite'
     if boxes[:, :4].min() < 0 or boxes[:, :4].max() > 1:
         return (f'proposal boxes must be normalised to [0, 1], got values from {boxes[:, :4].min():g} to '
                 f'{boxes[:, :4].max():g}')
     return None
+
+
+def load_proposal_file(path: str, on_bad_data: str = 'raise') -> Dict[str, np.ndarray]:
+    """Read an AVA proposal file without running code from it, and validate it.
+
+    The file is unpickled with an allow-list of numpy's array classes (see
+    :func:`mmanon.datasets.data_files.load_array_pickle`). It must hold a dict of ``video_id,timestamp`` keys
+    and (N, 4) boxes or (N, 5) boxes and scores, finite, boxes normalised to [0, 1], N >= 1.
+
+    Args:
+        path (str): The pickle file.
+        on_bad_data (str): ``'raise'``: a bad entry raises a ``DataFileError`` naming the file and key;
+            ``'skip'``: bad entries are left out and one warning counts them. Defaults to 'raise'.
+
+    Returns:
+        dict[str, np.ndarray]: The valid entries.
+    """
+    proposals = load_array_pickle(path)
+    if not isinstance(proposals, dict):
+        raise DataFileError(f'{path} must hold a dict of "video_id,timestamp" keys and (N, 4) or (N, 5) '
+                            f'arrays, got a {type(proposals).__name__}')
+    # AVA's files hold 200k entries: their values are checked in one pass over all of them, and entry by
+    # entry only when that pass finds a problem.
+    by_width = {4: [], 5: []}
+    for key, boxes in proposals.items():
+        if _proposal_problem(key, boxes, values=False) is not None:
+            break
+        by_width[boxes.shape[1]].append(boxes)
+    else:
+        rows = [np.concatenate(arrays).astype(np.float64, copy=False) for arrays in by_width.values() if arrays]
+        if all(np.isfinite(r).all() and r[:, :4].min() >= 0 and r[:, :4].max() <= 1 for r in rows):
+            return proposals
+    bad = BadItems(on_bad_data, DataFileError, f'bad proposals of {path}')
+    valid = {}
+    for key, boxes in proposals.items():
+        problem = _proposal_problem(key, boxes)
+        if problem is not None:
+            bad.add(f'{path}, key {key!r}: {problem}')
+            continue
+        valid[key] = boxes
+    bad.warn()
+    return valid
 
 
 def faces_in_clip(bboxes: np.ndarray, crop_quadruple: Sequence[float], img_shape: Tuple[int, int],
@@ -186,7 +231,7 @@ class AVAFaceDataset(AVADataset):
         proposal_file = kwargs.pop('proposal_file', None)
         super().__init__(ann_file, pipeline, **kwargs)
         self.proposal_file = proposal_file
-        self.proposals = None if proposal_file is None else self._load_proposals(proposal_file)
+        self.proposals = None if proposal_file is None else load_proposal_file(proposal_file, on_bad_data)
 
     def full_init(self) -> None:
         """Check that the face boxes can follow the pipeline, then load, validate and filter the data."""
@@ -352,29 +397,16 @@ class AVAFaceDataset(AVADataset):
                 row = split_csv_line(line)
                 if len(row) != 2:
                     raise ValueError(f'expected 2 columns (video_id,timestamp), got {len(row)}')
-                keys.add(parse_face_row(row + ['0', '0', '1', '1', '']).img_key)
+                if not row[0].strip():
+                    raise ValueError('video_id is empty')
+                try:
+                    keys.add(f'{row[0].strip()},{int(row[1]):04d}')
+                except ValueError:
+                    raise ValueError(f'timestamp must be an integer, got {row[1]!r}') from None
             except ValueError as e:
                 bad_rows.add(f'{self.exclude_file}, row {row_number}: {e}')
         bad_rows.warn()
         return keys
-
-    def _load_proposals(self, path: str) -> Dict[str, np.ndarray]:
-        """The proposal file, unpickled safely and validated: ``video_id,timestamp`` keys of (N, 4) boxes or
-        (N, 5) boxes and scores, finite, boxes normalised to [0, 1], N >= 1."""
-        proposals = load_array_pickle(path)
-        if not isinstance(proposals, dict):
-            raise DataFileError(f'{path} must hold a dict of "video_id,timestamp" keys and (N, 4) or (N, 5) '
-                                f'arrays, got a {type(proposals).__name__}')
-        bad = BadItems(self.on_bad_data, DataFileError, f'bad proposals of {path}')
-        valid = {}
-        for key, boxes in proposals.items():
-            problem = _proposal_problem(key, boxes)
-            if problem is not None:
-                bad.add(f'{path}, key {key!r}: {problem}')
-                continue
-            valid[key] = boxes
-        bad.warn()
-        return valid
 
     def _with_frames(self, data_list: List[dict]) -> List[dict]:
         """The samples whose frames (or video files) exist; the others are bad samples."""

@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Dict, List, Optional
 
 import torch
@@ -37,7 +37,7 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, missing_keys: bool
     """
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='load checkpoints with full unpickling and read the config stored in them as Python '
-                        f'(both can run code); only for files from a trusted source that the default safe loading '
+                        '(both can run code); only for files from a trusted source that the default safe loading '
                         f'refuses. Same as {TRUST_ENV}=1')
     if missing_keys:
         parser.add_argument('--allow-missing-keys', action='store_true',
@@ -64,18 +64,23 @@ def _uncovered(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> L
     return uncovered
 
 
+def _prefixes(key: str) -> List[str]:
+    atoms = key.split('.')
+    return ['.'.join(atoms[:depth]) for depth in range(1, len(atoms) + 1)]
+
+
 def _whole_parts(keys: List[str], expected: List[str]) -> List[str]:
     """``keys`` summarised as the largest parts (module prefixes) of which every expected key is in ``keys``."""
-    keys_set, parts = set(keys), []
+    expected_under, keys_under = Counter(), Counter()
+    for key in expected:
+        expected_under.update(_prefixes(key))
     for key in keys:
-        atoms = key.split('.')
-        for depth in range(1, len(atoms) + 1):
-            prefix = '.'.join(atoms[:depth])
-            under = [k for k in expected if k == prefix or k.startswith(prefix + '.')]
-            if all(k in keys_set for k in under):
-                if prefix not in parts:
-                    parts.append(prefix)
-                break
+        keys_under.update(_prefixes(key))
+    parts = []
+    for key in keys:
+        part = next(prefix for prefix in _prefixes(key) if keys_under[prefix] == expected_under[prefix])
+        if part not in parts:
+            parts.append(part)
     return parts
 
 

@@ -193,3 +193,13 @@ def test_proposals_are_loaded_and_validated(toy, tmp_path, logged_warnings):
     bad.write_bytes(pickle.dumps([proposals]))
     with pytest.raises(DataFileError, match=r'proposals.pkl must hold a dict'):
         build(**dict(toy, proposal_file=str(bad), on_bad_data='skip'))
+
+
+def test_malformed_exclusion_rows_are_named_or_counted(toy, tmp_path, logged_warnings):
+    exclude = rewrite(None, tmp_path / 'excluded.csv', ['toytrain0000,0902', 'toytrain0000,09o3', ',0903',
+                                                       'toytrain0001,0902,extra'])
+    with pytest.raises(ValueError, match=r"excluded.csv, row 2: timestamp must be an integer, got '09o3'"):
+        build(**dict(toy, exclude_file=exclude))
+    keys = set(faces_by_key(build(**dict(toy, exclude_file=exclude, on_bad_data='skip'))))
+    assert keys == set(faces_by_key(build(**toy))) - {'toytrain0000,0902'}
+    assert any(w.startswith('skipped 3 bad rows of') for w in logged_warnings), logged_warnings
