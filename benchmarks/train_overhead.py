@@ -2,10 +2,13 @@
 
 From an adversarial config, the stock detector is the same model with MMAction2's ``ActionDataPreprocessor``
 in place of the anonymizer data preprocessor; the adversarial set-up is the config's model (anonymizer and
-discriminator in the preprocessor, the adversarial loss at full weight) plus the discriminator's step of
-``AdversarialTrainingHook``. Both train on identical synthetic batches shaped like the config's training clips
-(clip length and crop size read from its train pipeline), with 2 persons per clip whose faces carry identities.
-The median time of ``--iters`` iterations after ``--warmup`` is printed, with the ratio.
+discriminator in the preprocessor) with the config's ``AdversarialTrainingHook`` doing its per-iteration work
+(M's losses in the detector's loss dict, M's and D's steps with their own optimizers), the adversarial loss at
+full weight in every iteration (no warm-up, one D step per adversarial step of M: the game's most expensive
+iteration). Both train on identical synthetic batches shaped like the config's training clips (clip length and
+crop size read from its train pipeline), with 2 persons per clip whose faces carry identities, the two set-ups
+taking turns iteration by iteration so that both see the same load of the machine. The median time of
+``--iters`` iterations after ``--warmup`` is printed, with the ratio.
 
     python benchmarks/train_overhead.py
     python benchmarks/train_overhead.py configs/detection/slowonly/slowonly-adversarial_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb.py --device cuda --batch-size 16
@@ -27,7 +30,7 @@ import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.model
 from mmaction.registry import MODELS  # noqa: E402
 from mmaction.structures import ActionDataSample  # noqa: E402
 from mmanon.registry import HOOKS, build_in_scope  # noqa: E402
-from timing import machine, median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
+from timing import machine, median_seconds_in_turn  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs/detection/slowonly/slowonly-adversarial_r18_1xb8-4x6x1-600i_toy-ava-rgb.py')
@@ -91,27 +94,31 @@ def main():
     with DefaultScope.overwrite_default_scope('mmaction'):
         stock = MODELS.build(stock_cfg).to(args.device)
         adversarial = MODELS.build(cfg.model).to(args.device)
-    hook = build_in_scope(HOOKS, dict(hook_cfg, type='AdversarialTrainingHook'))
-    hook.build_optim_wrapper(adversarial.data_preprocessor.discriminator)
-    adversarial.data_preprocessor.adversarial_weight = hook.adversarial_weight
+    hook = build_in_scope(HOOKS, dict(hook_cfg, type='AdversarialTrainingHook', warmup_iters=0, ramp_iters=0,
+                                      discriminator_steps=1, freeze_detector_iters=0))
 
     batch_size = args.batch_size or cfg.train_dataloader.batch_size
     bbox_head = cfg.model.roi_head.bbox_head
     batches = make_batches(args.warmup + args.iters, batch_size, clip_shape(cfg), bbox_head.num_classes,
                            preprocessor.discriminator.num_classes, args.device)
-    results = {}
+    optim_wrappers = {}
     for name, model in (('stock detector', stock), ('adversarial', adversarial)):
         model.train()
         with DefaultScope.overwrite_default_scope('mmaction'):
-            optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+            optim_wrappers[name] = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    hook.attach(adversarial, optim_wrappers['adversarial'])
 
-        def step(batch, model=model, optim_wrapper=optim_wrapper):
-            model.train_step(batch, optim_wrapper)
-            if model is adversarial:
-                hook.discriminator_step(model.data_preprocessor.discriminator, model.data_preprocessor.train_faces)
+    def stock_step(item):
+        stock.train_step(item[1], optim_wrappers['stock detector'])
 
-        results[name] = median_seconds(step, batches, args.warmup, args.device)
+    def adversarial_step(item):
+        iteration, batch = item
+        hook.before_step(adversarial, optim_wrappers['adversarial'], iteration)
+        adversarial.train_step(batch, optim_wrappers['adversarial'])
+        hook.after_step(adversarial, optim_wrappers['adversarial'], iteration)
 
+    results = median_seconds_in_turn({'stock detector': stock_step, 'adversarial': adversarial_step},
+                                     list(enumerate(batches)), args.warmup, args.device)
     print(f'python {" ".join(sys.argv)}')
     print(f'config {osp.relpath(args.config, REPO)}, batch {batch_size} x (3, {", ".join(map(str, clip_shape(cfg)))}), '
           f'device {args.device}, {machine()}')

@@ -100,7 +100,9 @@ def check_trained_keys(model: torch.nn.Module,
 
     Every parameter and buffer of the model's state dict must be in ``state_dict`` with the same shape, except
     BatchNorm's ``num_batches_tracked`` counters and the :data:`OPTIONAL_PARTS`; an optional part that the
-    state dict lacks entirely is set to None on the model (with a warning), before the weights are loaded.
+    state dict lacks entirely is set to None on the model (with a warning), before the weights are loaded. Keys
+    that a module renames when it loads an older layout of itself (its ``upgrade_state_dict_keys``) count under
+    their new names.
 
     Args:
         model (nn.Module): The model the weights are for.
@@ -116,6 +118,11 @@ def check_trained_keys(model: torch.nn.Module,
     Raises:
         CheckpointError: If trained parts are uncovered and ``allow_missing_keys`` is False.
     """
+    # The keys that modules rename when they load an older layout of themselves, renamed as loading will.
+    state_dict = dict(state_dict)
+    for name, module in model.named_modules():
+        if hasattr(module, 'upgrade_state_dict_keys'):
+            module.upgrade_state_dict_keys(state_dict, f'{name}.' if name else '')
     expected = [k for k in model.state_dict() if not UNTRAINED_BUFFERS.search(k)]
     uncovered = _uncovered(model, state_dict)
     dropped = []

@@ -50,7 +50,7 @@ def test_adversarial_slowonly_overlay_trains_on_the_fixture(workspace, run_tool)
     cfg.custom_hooks[1].update(warmup_iters=0, ramp_iters=0)
     cfg.dump(str(workspace / 'overlay_on_fixture.py'))
     out = run_tool(['tools/train.py', str(workspace / 'overlay_on_fixture.py'), '--work-dir', 'w'], workspace)
-    assert 'adv_loss_adversarial' in out.stdout + out.stderr
+    assert 'loss_adv: ' in out.stdout + out.stderr
     checkpoint = load_local_checkpoint(str(workspace / 'w' / 'iter_2.pth'))
     assert checkpoint['meta']['iter'] == 2
     assert 'data_preprocessor.discriminator.fc_cls.weight' in checkpoint['state_dict']

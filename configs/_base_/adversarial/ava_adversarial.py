@@ -14,14 +14,10 @@ adversarial_preprocessor = dict(
     adversarial_loss='negative_ce',
     ce_cap=12.0,
     l1_weight=1.0)
-# The detector and M share the detector's optimizer (M at a tenth of its rate); D has its own, in the hook.
-adversarial_paramwise_cfg = dict(
-    custom_keys={
-        'data_preprocessor.anonymizer': dict(lr_mult=0.1),
-        'data_preprocessor.discriminator': dict(lr_mult=0., decay_mult=0.)
-    })
+# M and D are out of the detector's optimizer: each has its own, in the hook, stepped with the detector's.
 adversarial_hook = dict(
     type='mmanon.AdversarialTrainingHook',
+    anonymizer_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4), clip_grad=dict(max_norm=40, norm_type=2)),
     discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4)),
     warmup_iters=1000,
     ramp_iters=4000,

@@ -7,7 +7,6 @@ _base_ = [
 custom_imports = dict(imports=['mmanon'], allow_failed_imports=False)
 model = dict(data_preprocessor={{_base_.adversarial_preprocessor}})
 custom_hooks = [dict(type='mmanon.RandomStateHook'), {{_base_.adversarial_hook}}]
-optim_wrapper = dict(paramwise_cfg={{_base_.adversarial_paramwise_cfg}})
 train_dataloader = dict(dataset=dict(type='mmanon.AVAFaceDataset'))
 val_dataloader = dict(dataset=dict(type='mmanon.AVAFaceDataset'))
 test_dataloader = val_dataloader

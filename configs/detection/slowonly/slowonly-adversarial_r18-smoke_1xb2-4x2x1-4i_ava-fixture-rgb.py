@@ -16,4 +16,3 @@ custom_hooks = [
     dict(type='mmanon.RandomStateHook'),
     dict(type='mmanon.AdversarialTrainingHook', warmup_iters=1, ramp_iters=2, freeze_detector_iters=1)
 ]
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'data_preprocessor.discriminator': dict(lr_mult=0., decay_mult=0.)}))

@@ -21,11 +21,12 @@ custom_hooks = [
     dict(type='mmanon.RandomStateHook'),
     dict(
         type='mmanon.AdversarialTrainingHook',
+        # M with the detector's optimizer settings, in a wrapper of its own (without the detector's schedule).
+        anonymizer_optim_wrapper=dict(
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4), clip_grad=dict(max_norm=40, norm_type=2)),
         discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=2e-3)),
         discriminator_steps=2,
         warmup_iters=100,
         ramp_iters=100,
         adversarial_weight=1.0)
 ]
-# The detector and M share the detector's optimizer; D is trained by the hook with its own.
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'data_preprocessor.discriminator': dict(lr_mult=0., decay_mult=0.)}))

@@ -7,7 +7,7 @@ anonymizer_checkpoint = 'work_dirs/slowonly-adversarial_kinetics400-pretrained-r
 model = dict(
     data_preprocessor=dict(
         type='mmanon.AnonymizerDataPreprocessor',
+        freeze_anonymizer=True,
         anonymizer=dict(
             type='ResNetAnonymizer',
             init_cfg=dict(type='Pretrained', checkpoint=anonymizer_checkpoint, prefix='data_preprocessor.anonymizer.'))))
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'data_preprocessor.anonymizer': dict(lr_mult=0., decay_mult=0.)}))

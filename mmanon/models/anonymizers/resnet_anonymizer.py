@@ -13,6 +13,15 @@ from .base_anonymizer import BaseAnonymizer
 ATANH_EPS = 1e-6
 
 
+def instance_norm(channels: int, affine: bool = True) -> dict:
+    """Config of instance normalisation as ``GroupNorm(channels, channels)``: one group per channel normalises
+    each channel of each sample over its pixels, exactly what ``InstanceNorm2d`` without running statistics
+    does (to float rounding). It is no ``_NormBase`` subclass, which optimizer constructors that refuse batch
+    normalisation anywhere in the model (mmaction2's layer-wise learning-rate decay, for VideoMAE) take
+    instance norm for."""
+    return dict(type='GN', num_groups=channels, affine=affine)
+
+
 class ResidualBlock(nn.Module):
     """``x + f(x)`` where ``f`` is two reflection-padded 3x3 convolutions with instance norm, ReLU between.
 
@@ -27,8 +36,8 @@ class ResidualBlock(nn.Module):
         super().__init__()
         conv = dict(kernel_size=3, padding=1, padding_mode='reflect')
         self.body = nn.Sequential(
-            ConvModule(channels, channels, norm_cfg=dict(type='IN', affine=True), **conv),
-            ConvModule(channels, channels, norm_cfg=dict(type='IN'), act_cfg=None, **conv))
+            ConvModule(channels, channels, norm_cfg=instance_norm(channels), **conv),
+            ConvModule(channels, channels, norm_cfg=instance_norm(channels, affine=False), act_cfg=None, **conv))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -43,8 +52,8 @@ class ResNetAnonymizer(BaseAnonymizer):
     stride-2 3x3 convolutions that each double the channels, ``num_blocks`` residual blocks, as many nearest
     upsamplings each followed by a 3x3 convolution that halves the channels, and a reflection-padded 7x7
     convolution to ``in_channels`` whose output ``h`` is unbounded. All convolutions pad by reflection, and
-    all but the last are followed by instance norm (with affine parameters where they can learn) and, but
-    for the second of each residual block, ReLU.
+    all but the last are followed by instance norm (with affine parameters where they can learn; see
+    :func:`instance_norm`) and, but for the second of each residual block, ReLU.
 
     With ``residual=False`` the output is ``tanh(h)``, the paper's plain form. With ``residual=True`` it is
     ``tanh(atanh(x) + h)`` (``x`` clamped just inside (-1, 1)): the network learns a change to the face, and
@@ -89,11 +98,15 @@ class ResNetAnonymizer(BaseAnonymizer):
                              f'pixels, and at least 2 after {num_downsamples} downsamplings')
         self.residual = residual
 
-        hidden = dict(padding_mode='reflect', norm_cfg=dict(type='IN', affine=True))
-        encoder = [ConvModule(in_channels, base_channels, kernel_size=7, padding=3, **hidden)]
+        encoder = [
+            ConvModule(in_channels, base_channels, kernel_size=7, padding=3, padding_mode='reflect',
+                       norm_cfg=instance_norm(base_channels))
+        ]
         for i in range(num_downsamples):
             channels = base_channels * 2**i
-            encoder.append(ConvModule(channels, 2 * channels, kernel_size=3, stride=2, padding=1, **hidden))
+            encoder.append(
+                ConvModule(channels, 2 * channels, kernel_size=3, stride=2, padding=1, padding_mode='reflect',
+                           norm_cfg=instance_norm(2 * channels)))
         self.encoder = nn.Sequential(*encoder)
         self.blocks = nn.Sequential(*(ResidualBlock(base_channels * factor) for _ in range(num_blocks)))
         decoder = []
@@ -101,7 +114,8 @@ class ResNetAnonymizer(BaseAnonymizer):
             channels = base_channels * 2**(i + 1)
             decoder += [
                 nn.Upsample(scale_factor=2, mode='nearest'),
-                ConvModule(channels, channels // 2, kernel_size=3, padding=1, **hidden)
+                ConvModule(channels, channels // 2, kernel_size=3, padding=1, padding_mode='reflect',
+                           norm_cfg=instance_norm(channels // 2))
             ]
         self.decoder = nn.Sequential(*decoder)
         self.output_conv = ConvModule(
@@ -121,6 +135,24 @@ class ResNetAnonymizer(BaseAnonymizer):
         pretrained = any(cfg is not None and cfg.get('type') == 'Pretrained' for cfg in init_cfgs)
         if self.residual and first_call and not pretrained:
             self._zero_output_conv()
+
+    @staticmethod
+    def upgrade_state_dict_keys(state_dict: dict, prefix: str = '') -> None:
+        """Rename, in place, the keys of an older layout of this network under ``prefix`` to the current ones:
+        checkpoints written while the norms were InstanceNorm2d name them 'in' where GroupNorm is 'gn' (the
+        parameters are the same). Loading applies it, and so does :func:`mmanon.utils.check_trained_keys`.
+
+        Args:
+            state_dict (dict): The weights.
+            prefix (str): This network's key prefix in ``state_dict``. Defaults to ''.
+        """
+        for key in [k for k in state_dict if k.startswith(prefix) and '.in.' in k[len(prefix):]]:
+            state_dict[prefix + key[len(prefix):].replace('.in.', '.gn.')] = state_dict.pop(key)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Children load after their parent, so renaming here serves them all.
+        self.upgrade_state_dict_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _zero_output_conv(self) -> None:
         nn.init.zeros_(self.output_conv.conv.weight)

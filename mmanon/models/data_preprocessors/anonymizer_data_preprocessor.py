@@ -1,5 +1,5 @@
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmanon.registry import MODELS, build_in_scope
-from ..utils import (anonymize_crops, attach_loss, crop_regions, enlarge_regions, frozen_call, head_regions,
+from ..utils import (anonymize_crops, crop_regions, enlarge_regions, frozen_call, global_mean_scales, head_regions,
                      paste_regions, resize_crops, to_uint8)
 
 
@@ -61,10 +61,15 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
     discriminator, its ``raw_embeddings`` and ``anonymized_embeddings``) for
     :class:`mmanon.evaluation.FacePrivacyMetric`.
 
-    A learned anonymizer is trained by the detection loss flowing back through the clips, plus its own terms
-    attached to the same backward pass: ``adversarial_weight`` times the adversarial loss against the
-    (frozen) discriminator and ``l1_weight`` times the mean absolute change of the face pixels (in [0, 1]
-    units). The adversarial weight is scheduled by the training hook.
+    In training, a preprocessor with trainable parameters (a learned anonymizer M, a discriminator D) and an
+    objective of its own (a discriminator, or ``l1_weight`` > 0) also produces M's losses, weighted:
+    ``loss_adv``, ``adversarial_weight`` times the adversarial loss against the (frozen) discriminator, and
+    ``loss_l1``, ``l1_weight`` times the mean absolute change of the face pixels (in [0, 1] units). Both are
+    means over every face (and every face pixel) of the global batch, across ranks.
+    :class:`mmanon.engine.hooks.AdversarialTrainingHook` adds them to the loss dict of the detector's
+    ``loss()``, so the optimizer wrapper scales, accumulates and logs them like the detection losses; losses
+    that no one consumed stop the next training step with an error (see :meth:`pop_losses`). The hook also
+    schedules the adversarial weight.
 
     Args:
         anonymizer (dict): Config of the anonymizer (see ``mmanon.models.anonymizers``).
@@ -91,6 +96,9 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         adversarial_weight (float): Initial weight of the adversarial loss; the hook schedules it.
             Defaults to 0.
         l1_weight (float): Weight of the L1 term. Defaults to 0.
+        freeze_anonymizer (bool): Whether the anonymizer's parameters are fixed (``requires_grad`` off), as
+            for a learned anonymizer trained before and applied like a handcrafted one: then no optimizer
+            holds them, whatever its constructor. Defaults to False.
         **kwargs: The arguments of :class:`ActionDataPreprocessor` (``mean``, ``std``, ``to_rgb``,
             ``format_shape`` which must be ``'NCTHW'``, ...).
     """
@@ -107,6 +115,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
                  ce_cap: Optional[float] = None,
                  adversarial_weight: float = 0.,
                  l1_weight: float = 0.,
+                 freeze_anonymizer: bool = False,
                  **kwargs) -> None:
         kwargs.setdefault('format_shape', 'NCTHW')
         if kwargs['format_shape'] != 'NCTHW':
@@ -126,6 +135,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
                              'anonymized and raw faces of different clips')
         super().__init__(**kwargs)
         self.anonymizer = build_in_scope(MODELS, anonymizer)
+        if freeze_anonymizer:
+            self.anonymizer.requires_grad_(False)
         self.discriminator = None if discriminator is None else build_in_scope(MODELS, discriminator)
         self.margin = margin
         self.feather = feather
@@ -137,7 +148,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         self.adversarial_weight = adversarial_weight
         self.l1_weight = l1_weight
         self.train_faces: Optional[FaceBatch] = None
-        self.train_losses: dict = {}
+        self._pending_losses: Optional[Dict[str, Tensor]] = None
         self.skipped_regions = 0
 
     def preprocess(self, inputs: List[Tensor], data_samples: SampleList, training: bool = False) -> Tuple:
@@ -156,8 +167,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
                 are replaced in place.
             data_samples (list[ActionDataSample]): The batch's data samples.
             training (bool): Whether this is a training step (regions from ground-truth persons, faces kept
-                for the hook, the anonymizer's own losses attached) or an evaluation step (regions from
-                proposals, faces attached to the data samples).
+                for the hook, the anonymizer's own losses kept for :meth:`pop_losses`) or an evaluation step
+                (regions from proposals, faces attached to the data samples).
 
         Returns:
             Tensor: The anonymized clips.
@@ -173,9 +184,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
 
         faces = self._identity_faces(inputs, clips, data_samples)
         if training:
-            extra_loss = self.anonymizer_loss(faces, crops, patches)
-            if extra_loss is not None:
-                clips = attach_loss(clips, extra_loss)
+            self._keep_train_losses(faces, crops, patches)
             self.train_faces = faces.detach()
         else:
             self._attach_faces(faces, data_samples)
@@ -262,9 +271,45 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         return FaceBatch(key_crops(inputs, lambda c: c.float()), key_crops(clips, self._denormalize), identities,
                          inds)
 
-    def anonymizer_loss(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Optional[Tensor]:
-        """The anonymizer's own training terms (and a zero that ties in every parameter of M and D), also
-        recorded in :attr:`train_losses`.
+    def _keep_train_losses(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> None:
+        """Keep M's losses of this training step for :meth:`pop_losses`, after checking that those of the
+        previous step were consumed."""
+        if self._pending_losses is not None:
+            raise RuntimeError(
+                f'the losses {sorted(self._pending_losses)} that AnonymizerDataPreprocessor produced in the '
+                'previous training step were not consumed, so they never reached an optimizer: add '
+                'dict(type=\'mmanon.AdversarialTrainingHook\') to custom_hooks, which trains the anonymizer and '
+                'the discriminator')
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params or (self.discriminator is None and self.l1_weight == 0):
+            return
+        losses = self.anonymizer_losses(faces, crops, patches)
+        # A zero that depends on every trainable parameter of M and D: the detector's backward pass then
+        # reaches all of them in every iteration (with zero gradients where nothing else does), so DDP sees
+        # the same parameters used on every rank, with or without faces in its batch.
+        name = 'loss_adv' if 'loss_adv' in losses else 'loss_l1'
+        losses[name] = losses[name] + sum(p.sum() for p in params) * 0
+        self._pending_losses = losses
+
+    def pop_losses(self) -> Dict[str, Tensor]:
+        """Hand over the losses of the last training step, once: ``loss_adv`` (with a discriminator) and
+        ``loss_l1`` (with ``l1_weight`` > 0); empty without trainable parameters.
+
+        Whoever calls this must make the losses reach the optimizer (the adversarial hook adds them to the
+        detector's loss dict); the next training step raises an error if they were not taken.
+
+        Returns:
+            dict[str, Tensor]: The losses, with gradient.
+        """
+        losses, self._pending_losses = self._pending_losses, None
+        return losses or {}
+
+    def anonymizer_losses(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Dict[str, Tensor]:
+        """M's own training terms, each a mean over all ranks' faces (or face pixels).
+
+        Each rank returns its sum scaled by :func:`mmanon.models.utils.global_mean_scales`, so that averaging
+        the gradients over the ranks (as DDP does) gives the gradient of the mean over every face of the
+        global batch, however the faces are spread over the ranks. Every rank must call this.
 
         Args:
             faces (FaceBatch): The identity-labelled faces, anonymized crops with gradient.
@@ -272,36 +317,36 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             patches (list[Tensor]): What it returned for them.
 
         Returns:
-            Tensor | None: The sum to minimise, or None when the preprocessor has no trainable parameters.
+            dict[str, Tensor]: ``loss_adv`` (with a discriminator; zero while ``adversarial_weight`` is 0)
+            and ``loss_l1`` (with ``l1_weight`` > 0).
         """
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            return None
-        # A zero that depends on every parameter of the anonymizer and the discriminator: the detector's
-        # backward pass then reaches all of them in every iteration (with zero gradients where nothing else
-        # does), so DDP sees the same parameters used on every rank, with or without faces in its batch, and
-        # the loss keeps a gradient while the detector is frozen.
-        terms = dict(zero=sum(p.sum() for p in params) * 0)
-        if self.l1_weight > 0 and patches:
-            change = torch.cat([(p - c).abs().flatten() for p, c in zip(patches, crops)])
-            terms['loss_l1'] = self.l1_weight * change.mean() / 255
-        if self.discriminator is not None and self.adversarial_weight > 0 and len(faces) > 0:
-            terms['loss_adversarial'] = self.adversarial_weight * self._adversarial_loss(faces)
-        self.train_losses = {name: value.detach() for name, value in terms.items() if name != 'zero'}
-        return sum(terms.values())
+        device = faces.raw.device
+        face_scale, pixel_scale = global_mean_scales(len(faces), sum(p.numel() for p in patches), device=device)
+        losses = {}
+        if self.discriminator is not None:
+            if self.adversarial_weight > 0 and len(faces) > 0:
+                adversarial = self._adversarial_loss(faces).sum()
+            else:
+                adversarial = torch.zeros((), device=device)
+            losses['loss_adv'] = self.adversarial_weight * adversarial * face_scale
+        if self.l1_weight > 0:
+            change = sum(((p - c).abs().sum() for p, c in zip(patches, crops)), torch.zeros((), device=device))
+            losses['loss_l1'] = self.l1_weight * change * pixel_scale / 255
+        return losses
 
     def _adversarial_loss(self, faces: FaceBatch) -> Tensor:
-        """What the anonymizer minimises to fool the discriminator, which is frozen for this pass."""
+        """(F,) what the anonymizer minimises for each face to fool the discriminator, which is frozen for
+        this pass."""
         anonymized, logits = frozen_call(self.discriminator, faces.anonymized, with_logits=True)
         if self.adversarial_loss == 'embedding':
             raw = frozen_call(self.discriminator, faces.raw).detach()
-            return F.cosine_similarity(anonymized, raw, dim=1).mean()
+            return F.cosine_similarity(anonymized, raw, dim=1)
         if self.adversarial_loss == 'uniform':
-            return -F.log_softmax(logits, dim=1).mean()
+            return -F.log_softmax(logits, dim=1).mean(dim=1)
         ce = F.cross_entropy(logits, faces.identities, reduction='none')
         if self.ce_cap is not None:
             ce = ce.clamp(max=self.ce_cap)
-        return -ce.mean()
+        return -ce
 
     @torch.no_grad()
     def _attach_faces(self, faces: FaceBatch, data_samples: SampleList) -> None:

@@ -145,13 +145,39 @@ def paste_regions(clips: Tensor, sample_inds: Tensor, regions: Tensor, patches: 
     Returns:
         Tensor: ``clips``; gradients flow into the patches.
     """
-    for n, (x1, y1, x2, y2), patch in zip(sample_inds.tolist(), regions.tolist(), patches):
-        mask = feather_mask(y2 - y1, x2 - x1, feather, device=clips.device, dtype=clips.dtype)
-        # One fused lerp against a contiguous patch: elementwise arithmetic between the strided region view
-        # and a transposed patch is two orders of magnitude slower on CPU.
-        region = clips[n, :, :, y1:y2, x1:x2]
-        clips[n, :, :, y1:y2, x1:x2] = torch.lerp(region, patch.transpose(0, 1).contiguous(), mask)
-    return clips
+    return _PasteRegions.apply(clips, sample_inds, regions, feather, *patches)
+
+
+class _PasteRegions(torch.autograd.Function):
+    """:func:`paste_regions` with a backward pass that costs the regions' size: autograd's own one for K
+    in-place region assignments would clone the whole batch's gradient K times."""
+
+    @staticmethod
+    def forward(ctx, clips: Tensor, sample_inds: Tensor, regions: Tensor, feather: float, *patches: Tensor):
+        boxes = list(zip(sample_inds.tolist(), regions.tolist()))
+        masks = []
+        for (n, (x1, y1, x2, y2)), patch in zip(boxes, patches):
+            mask = feather_mask(y2 - y1, x2 - x1, feather, device=clips.device, dtype=clips.dtype)
+            # One fused lerp against a contiguous patch: elementwise arithmetic between the strided region view
+            # and a transposed patch is two orders of magnitude slower on CPU.
+            region = clips[n, :, :, y1:y2, x1:x2]
+            clips[n, :, :, y1:y2, x1:x2] = torch.lerp(region, patch.transpose(0, 1).contiguous(), mask)
+            masks.append(mask)
+        ctx.mark_dirty(clips)
+        ctx.boxes, ctx.masks = boxes, masks
+        return clips
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        # Last pasted first: a region's blend passes (1 - mask) of the gradient on to what lay beneath it.
+        grad = grad.clone()
+        patch_grads = [None] * len(ctx.boxes)
+        for k in reversed(range(len(ctx.boxes))):
+            n, (x1, y1, x2, y2) = ctx.boxes[k]
+            region = grad[n, :, :, y1:y2, x1:x2]
+            patch_grads[k] = (region * ctx.masks[k]).transpose(0, 1)
+            region.mul_(1 - ctx.masks[k])
+        return (grad if ctx.needs_input_grad[0] else None, None, None, None, *patch_grads)
 
 
 def to_uint8(pixels: Tensor) -> Tensor:

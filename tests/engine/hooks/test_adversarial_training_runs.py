@@ -21,29 +21,6 @@ def assert_same_states(a, b, atol=1e-6):
         torch.testing.assert_close(b[name], value, atol=atol, rtol=0, msg=name)
 
 
-def test_resume_is_exact(module_workspace, run_tool):
-    ws = module_workspace
-    run_tool(['tools/train.py', ADVERSARIAL_SMOKE, '--work-dir', 'full', '--no-validate'], ws)
-    run_tool(['tools/train.py', ADVERSARIAL_SMOKE, '--work-dir', 'split', '--no-validate', '--cfg-options',
-              'train_cfg.max_iters=2'], ws)
-    run_tool(['tools/train.py', ADVERSARIAL_SMOKE, '--work-dir', 'split', '--no-validate', '--resume'], ws)
-    full = load_local_checkpoint(str(ws / 'full' / 'iter_4.pth'))
-    split = load_local_checkpoint(str(ws / 'split' / 'iter_4.pth'))
-    assert split['meta']['iter'] == 4
-    # Detector, anonymizer and discriminator.
-    assert any(k.startswith('data_preprocessor.anonymizer.') for k in full['state_dict'])
-    assert any(k.startswith('data_preprocessor.discriminator.') for k in full['state_dict'])
-    assert_same_states(full['state_dict'], split['state_dict'])
-    full_d = full['adversarial_training']['discriminator_optim_wrapper']['state']
-    split_d = split['adversarial_training']['discriminator_optim_wrapper']['state']
-    assert full_d.keys() == split_d.keys() and len(full_d) > 0
-    for key in full_d:
-        assert_same_states(full_d[key], split_d[key])
-    # The schedule continued: the adversarial weight of the last iteration is the ramp's end in both runs.
-    for checkpoint in (full, split):
-        assert checkpoint['message_hub']['log_scalars']['train/adv_weight'].current() == 1.0
-
-
 def test_two_processes_stay_identical_when_one_rank_has_no_faces(workspace, ava_fixture, run_tool):
     with DefaultScope.overwrite_default_scope('mmaction'):
         dataset = AVAFaceDataset(
@@ -67,8 +44,7 @@ custom_hooks = [
 train_cfg = dict(max_iters=3)
 default_hooks = dict(checkpoint=dict(interval=1))
 """)
-    run_tool(['tools/dist_train.sh', str(workspace / 'dist.py'), '2', '--work-dir', 'dist', '--no-validate'],
-             workspace, env=dict(PORT='29623'))
+    train(run_tool, [str(workspace / 'dist.py'), '--work-dir', 'dist', '--no-validate'], workspace, 2, 29623)
     ranks = [torch.load(workspace / 'dist' / f'rank{r}_state.pth', weights_only=True) for r in (0, 1)]
     assert ranks[0]['faces_seen'] == 0 and ranks[1]['faces_seen'] > 0
     assert_same_states(ranks[0]['state_dict'], ranks[1]['state_dict'], atol=0)
@@ -95,6 +71,8 @@ custom_hooks = [
         warmup_iters=1,
         ramp_iters=2,
         face_interval=1,
+        # The toy faces are the toy videos' people, under the same labels.
+        face_identity_offset=0,
         face_dataloader=dict(
             batch_size=4,
             num_workers=0,
@@ -109,21 +87,67 @@ custom_hooks = [
                 pipeline=face_pipeline))),
     dict(type='DumpRankStateHook'),
 ]
-train_cfg = dict(max_iters=3)
+train_cfg = dict(max_iters={max_iters})
 default_hooks = dict(logger=dict(interval=1))
 """
 
 
+def mixed_config(workspace, max_iters=3):
+    if not (workspace / 'faces').exists():
+        generate_toy_faces(str(workspace / 'faces'), ToyFacesSpec(num_identities=4, images_per_identity=4,
+                                                                  val_images_per_identity=1, image_size=(48, 48)))
+    (workspace / 'mixed.py').write_text(MIXED.format(base=osp.join(REPO, ADVERSARIAL_SMOKE), max_iters=max_iters))
+    return 'mixed.py'
+
+
+def train(run_tool, args, workspace, processes, port):
+    if processes == 1:
+        return run_tool(['tools/train.py', *args], workspace)
+    return run_tool(['tools/dist_train.sh', args[0], '2', *args[1:]], workspace, env=dict(PORT=str(port)))
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_resume_is_exact(module_workspace, run_tool, processes):
+    """4 iterations equal 2 + resume + 2, with a face dataloader and random transforms on both datasets, and
+    with two ranks under --diff-rank-seed (each rank its own random streams)."""
+    ws = module_workspace
+    config = mixed_config(ws, max_iters=4)
+    flags = ['--no-validate'] + (['--diff-rank-seed'] if processes == 2 else [])
+    port = 29660 + 3 * processes
+    train(run_tool, [config, '--work-dir', f'full{processes}', *flags], ws, processes, port)
+    train(run_tool, [config, '--work-dir', f'split{processes}', *flags, '--cfg-options', 'train_cfg.max_iters=2'], ws,
+          processes, port + 1)
+    train(run_tool, [config, '--work-dir', f'split{processes}', *flags, '--resume'], ws, processes, port + 2)
+    full = load_local_checkpoint(str(ws / f'full{processes}' / 'iter_4.pth'))
+    split = load_local_checkpoint(str(ws / f'split{processes}' / 'iter_4.pth'))
+    assert split['meta']['iter'] == 4
+    # Detector, anonymizer and discriminator.
+    assert any(k.startswith('data_preprocessor.anonymizer.') for k in full['state_dict'])
+    assert any(k.startswith('data_preprocessor.discriminator.') for k in full['state_dict'])
+    assert_same_states(full['state_dict'], split['state_dict'])
+    for player in ('anonymizer_optim_wrapper', 'discriminator_optim_wrapper'):
+        full_state = full['adversarial_training'][player]['state']
+        split_state = split['adversarial_training'][player]['state']
+        assert full_state.keys() == split_state.keys() and len(full_state) > 0
+        for key in full_state:
+            assert_same_states(full_state[key], split_state[key])
+    # Every rank's generators ended in the same state, and the ranks' streams differ.
+    assert len(full['random_state']) == len(split['random_state']) == processes
+    for full_rank, split_rank in zip(full['random_state'], split['random_state']):
+        assert torch.equal(full_rank['torch'], split_rank['torch'])
+        assert torch.equal(full_rank['numpy']['keys'], split_rank['numpy']['keys'])
+        assert full_rank['python'] == split_rank['python']
+    if processes == 2:
+        assert not torch.equal(full['random_state'][0]['torch'], full['random_state'][1]['torch'])
+    # The schedule continued: the adversarial weight of the last iteration is the ramp's end in both runs.
+    for checkpoint in (full, split):
+        assert checkpoint['message_hub']['log_scalars']['train/adv_weight'].current() == 1.0
+
+
 @pytest.mark.parametrize('processes', [1, 2])
 def test_mixed_video_and_face_dataset_training(workspace, run_tool, processes):
-    generate_toy_faces(str(workspace / 'faces'), ToyFacesSpec(num_identities=4, images_per_identity=4,
-                                                              val_images_per_identity=1, image_size=(48, 48)))
-    (workspace / 'mixed.py').write_text(MIXED.format(base=osp.join(REPO, ADVERSARIAL_SMOKE)))
-    if processes == 1:
-        out = run_tool(['tools/train.py', 'mixed.py', '--work-dir', 'mixed', '--no-validate'], workspace)
-    else:
-        out = run_tool(['tools/dist_train.sh', 'mixed.py', '2', '--work-dir', 'mixed', '--no-validate'], workspace,
-                       env=dict(PORT='29631'))
+    out = train(run_tool, [mixed_config(workspace), '--work-dir', 'mixed', '--no-validate'], workspace, processes,
+                29631)
     log = out.stdout + out.stderr
     # Both sources fed the game in every iteration (rank 0's counts: its shard of the 12 dataset faces comes in
     # batches of at most 4).

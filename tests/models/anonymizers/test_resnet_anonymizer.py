@@ -4,6 +4,7 @@ from mmengine.registry import DefaultScope
 
 from mmanon.models.anonymizers import ResNetAnonymizer
 from mmanon.registry import MODELS
+from mmanon.utils import check_trained_keys
 
 SMALL = dict(base_channels=4, num_blocks=1, num_downsamples=1, crop_size=(16, 16))
 
@@ -113,3 +114,38 @@ def test_builds_from_registry():
     assert isinstance(anonymizer, ResNetAnonymizer)
     assert anonymizer(torch.rand(2, 1, 16, 16) * 255).shape == (2, 1, 16, 16)
     assert not anonymizer.residual
+
+
+def test_instance_norm_is_one_group_per_channel_and_no_batchnorm_base():
+    anonymizer = seeded(ResNetAnonymizer, **SMALL, residual=False)
+    norms = [m for m in anonymizer.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == m.num_channels for m in norms)
+    # mmaction2's layer-decay optimizer constructor (VideoMAE) refuses any _NormBase, InstanceNorm2d included.
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase) for m in anonymizer.modules())
+    x = torch.randn(3, 8, 10, 12, generator=torch.Generator().manual_seed(0)) * 5 + 2
+    for affine in (True, False):
+        norm = torch.nn.GroupNorm(8, 8, affine=affine)
+        if affine:
+            torch.nn.init.uniform_(norm.weight, 0.5, 1.5, generator=torch.Generator().manual_seed(1))
+            torch.nn.init.uniform_(norm.bias, -1, 1, generator=torch.Generator().manual_seed(2))
+        expected = torch.nn.functional.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+        torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-5)
+
+
+def test_checkpoints_of_the_instance_norm_layout_load_and_compute_the_same(monkeypatch):
+    from mmanon.models.anonymizers import resnet_anonymizer
+    # The network as it was built before its norms became GroupNorm(C, C): InstanceNorm2d, named 'in'.
+    with monkeypatch.context() as patch:
+        patch.setattr(resnet_anonymizer, 'instance_norm', lambda channels, affine=True: dict(type='IN', affine=affine))
+        old = seeded(ResNetAnonymizer, **SMALL, residual=False)
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in old.modules())
+    with torch.no_grad():
+        for name, param in old.named_parameters():
+            if '.in.' in name:
+                param.uniform_(0.5, 1.5)
+    anonymizer = ResNetAnonymizer(**SMALL, residual=False)
+    # The checkpoint check of tools/test.py and the video tool renames as loading does.
+    assert check_trained_keys(anonymizer, old.state_dict(), 'old.pth') == []
+    anonymizer.load_state_dict(old.state_dict())
+    crops = extreme_crops()
+    torch.testing.assert_close(anonymizer(crops), old(crops), rtol=0, atol=1e-3)
