@@ -1,13 +1,15 @@
 """Time per batch of the stock data preprocessor and of the anonymizer data preprocessor with each anonymizer.
 
 A batch of 8 clips of 3 x 8 x 256 x 256 pixels with 2 faces per clip (face boxes carried by the data samples,
-enlarged 2x into the anonymized regions, as in training) goes through MMAction2's ``ActionDataPreprocessor``
+enlarged 2x into the anonymized regions, as in training; with ``--motion``, face tubes whose boxes move that
+many pixels a frame, so every frame has a region of its own) goes through MMAction2's ``ActionDataPreprocessor``
 and through ``AnonymizerDataPreprocessor`` with each base config of ``configs/_base_/anonymizers``; the table
 gives the median time of ``--repeats`` runs and its ratio to the stock one, in evaluation mode (no gradient)
 and, for the learned anonymizer, in training mode with a backward pass through it as well.
 
     python benchmarks/preprocessor.py
     python benchmarks/preprocessor.py --device cuda --repeats 20
+    python benchmarks/preprocessor.py --motion 3
 """
 import argparse
 import glob
@@ -33,13 +35,15 @@ def parse_args():
     parser.add_argument('--batch', type=int, nargs=5, default=(8, 3, 8, 256, 256), metavar=('N', 'C', 'T', 'H', 'W'),
                         help='batch shape (default: 8 3 8 256 256)')
     parser.add_argument('--faces', type=int, default=2, help='faces per clip (default: 2)')
+    parser.add_argument('--motion', type=float, default=0.,
+                        help='pixels a frame that each face moves, as face tubes (default: 0, keyframe boxes)')
     parser.add_argument('--repeats', type=int, default=10, help='timed runs per method; the median is reported')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     return parser.parse_args()
 
 
-def make_batch(shape, faces, device):
+def make_batch(shape, faces, motion, device):
     n, c, t, h, w = shape
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randint(0, 256, (c, t, h, w), dtype=torch.uint8, generator=generator) for _ in range(n)]
@@ -51,6 +55,10 @@ def make_batch(shape, faces, device):
             boxes.append([x1, 0.2 * h, x1 + 48, 0.2 * h + 56])
         sample = ActionDataSample()
         sample.gt_faces = InstanceData(bboxes=torch.tensor(boxes), identities=torch.arange(faces))
+        if motion:
+            # Diagonal motion, centred on the keyframe's box: a new region in every frame.
+            steps = (torch.arange(t, dtype=torch.float32) - t // 2) * motion
+            sample.face_tubes = InstanceData(bboxes=torch.tensor(boxes)[:, None] + steps[None, :, None])
         samples.append(sample)
     return dict(inputs=[x.to(device) for x in inputs], data_samples=samples)
 
@@ -59,7 +67,7 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    batch = make_batch(args.batch, args.faces, args.device)
+    batch = make_batch(args.batch, args.faces, args.motion, args.device)
     stock = ActionDataPreprocessor(**NORM).to(args.device)
     repeat = [batch] * (args.repeats + 1)  # the first call warms up
     rows = [('stock ActionDataPreprocessor', 'eval', median_seconds(lambda b: stock(b, False), repeat, 1, args.device))]
@@ -78,7 +86,8 @@ def main():
 
     base = rows[0][2]
     print(f'python {" ".join(sys.argv)}')
-    print(f'batch {tuple(args.batch)}, {args.faces} faces per clip, device {args.device}, {machine()}')
+    print(f'batch {tuple(args.batch)}, {args.faces} faces per clip moving {args.motion:g} pixels a frame, device '
+          f'{args.device}, {machine()}')
     print(f'| {"method":28s} | {"mode":17s} | ms per batch | x stock |')
     print(f'|{"-" * 30}|{"-" * 19}|-------------:|--------:|')
     for name, mode, seconds in rows:

@@ -6,11 +6,13 @@ discriminator in the preprocessor) with the config's ``AdversarialTrainingHook``
 (M's losses in the detector's loss dict, M's and D's steps with their own optimizers), the adversarial loss at
 full weight in every iteration (no warm-up, one D step per adversarial step of M: the game's most expensive
 iteration). Both train on identical synthetic batches shaped like the config's training clips (clip length and
-crop size read from its train pipeline), with 2 persons per clip whose faces carry identities, the two set-ups
-taking turns iteration by iteration so that both see the same load of the machine. The median time of
-``--iters`` iterations after ``--warmup`` is printed, with the ratio.
+crop size read from its train pipeline), with 2 persons per clip whose faces carry identities (with ``--motion``,
+face tubes whose boxes move that many pixels a frame, so every frame has a region of its own, as the dataset
+gives them), the two set-ups taking turns iteration by iteration so that both see the same load of the machine.
+The median time of ``--iters`` iterations after ``--warmup`` is printed, with the ratio.
 
     python benchmarks/train_overhead.py
+    python benchmarks/train_overhead.py --motion 3
     python benchmarks/train_overhead.py configs/detection/slowonly/slowonly-adversarial_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb.py --device cuda --batch-size 16
 """
 import argparse
@@ -41,6 +43,8 @@ def parse_args():
     parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG,
                         help='an adversarial config (default: the toy benchmark\'s)')
     parser.add_argument('--batch-size', type=int, help='clips per batch (default: the config\'s)')
+    parser.add_argument('--motion', type=float, default=0.,
+                        help='pixels a frame that each face moves, as face tubes (default: 0, keyframe boxes)')
     parser.add_argument('--iters', type=int, default=10, help='timed iterations; the median is reported')
     parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
@@ -55,7 +59,7 @@ def clip_shape(cfg):
     return pipeline['SampleAVAFrames']['clip_len'], size, size
 
 
-def make_batches(count, batch_size, shape, num_classes, num_identities, device):
+def make_batches(count, batch_size, shape, num_classes, num_identities, motion, device):
     generator = torch.Generator().manual_seed(0)
     t, h, w = shape
     batches = []
@@ -73,6 +77,10 @@ def make_batches(count, batch_size, shape, num_classes, num_identities, device):
             sample.gt_instances = InstanceData(bboxes=persons, labels=labels, identities=identities)
             sample.proposals = InstanceData(bboxes=persons.clone())
             sample.gt_faces = InstanceData(bboxes=faces, identities=identities)
+            if motion:
+                # Diagonal motion, centred on the keyframe's box: a new region in every frame.
+                steps = (torch.arange(t, dtype=torch.float32) - t // 2) * motion
+                sample.face_tubes = InstanceData(bboxes=faces[:, None] + steps[None, :, None])
             samples.append(sample)
         batches.append(dict(inputs=inputs, data_samples=samples))
     return batches
@@ -100,7 +108,7 @@ def main():
     batch_size = args.batch_size or cfg.train_dataloader.batch_size
     bbox_head = cfg.model.roi_head.bbox_head
     batches = make_batches(args.warmup + args.iters, batch_size, clip_shape(cfg), bbox_head.num_classes,
-                           preprocessor.discriminator.num_classes, args.device)
+                           preprocessor.discriminator.num_classes, args.motion, args.device)
     optim_wrappers = {}
     for name, model in (('stock detector', stock), ('adversarial', adversarial)):
         model.train()
@@ -121,7 +129,7 @@ def main():
                                      list(enumerate(batches)), args.warmup, args.device)
     print(f'python {" ".join(sys.argv)}')
     print(f'config {osp.relpath(args.config, REPO)}, batch {batch_size} x (3, {", ".join(map(str, clip_shape(cfg)))}), '
-          f'device {args.device}, {machine()}')
+          f'faces moving {args.motion:g} pixels a frame, device {args.device}, {machine()}')
     print('| set-up | s per iteration | x stock |')
     print('|---|---:|---:|')
     for name, seconds in results.items():

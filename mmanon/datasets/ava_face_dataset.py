@@ -15,6 +15,7 @@ from mmengine.structures import InstanceData
 from mmanon.registry import DATASETS
 from .data_files import BadItems, DataFileError, load_array_pickle, read_text_lines, split_csv_line
 from .face_annotations import FaceRecord, load_face_file, parse_face_row
+from .face_tubes import FrameFaces, interpolate_boxes, link_keyframe_faces, match_keyframe_faces
 
 # Transforms whose effect on the frame is recorded in ``crop_quadruple``, ``img_shape`` and ``flip``. RandomCrop
 # covers its subclasses CenterCrop, RandomResizedCrop and MultiScaleCrop.
@@ -40,6 +41,8 @@ def parse_ava_row(row: List[str]) -> Tuple[FaceRecord, int, int]:
     if len(row) != 8:
         raise ValueError(f'expected 8 columns ({AVA_COLUMNS}), got {len(row)}')
     key_and_box = parse_face_row(row[:6] + [''])
+    if not key_and_box.is_keyframe:
+        raise ValueError(f'timestamp must be an integer (AVA annotates whole seconds), got {row[1]!r}')
     ids = []
     for name, text in zip(('action_id', 'entity_id'), row[6:]):
         try:
@@ -47,6 +50,15 @@ def parse_ava_row(row: List[str]) -> Tuple[FaceRecord, int, int]:
         except ValueError:
             raise ValueError(f'{name} must be an integer, got {text!r}') from None
     return key_and_box, ids[0], ids[1]
+
+
+def _person(face: FaceRecord) -> Optional[tuple]:
+    """Who a face is, to follow it from keyframe to keyframe: its AVA person, else its identity, else None."""
+    if face.entity_id >= 0:
+        return ('entity', face.entity_id)
+    if face.identity >= 0:
+        return ('identity', face.identity)
+    return None
 
 
 def _proposal_problem(key, boxes, values: bool = True) -> Optional[str]:
@@ -159,7 +171,13 @@ class AVAFaceDataset(AVADataset):
       pixels of the final clip, moved by the pipeline's resizes, crops and flip exactly as the frames and
       person boxes are, and clipped to the clip like the person boxes; a face cropped away entirely keeps
       its row with zero width or height) and ``identities`` (LongTensor (F,), -1 where unknown). A keyframe
-      without faces gets F = 0.
+      without faces gets F = 0;
+    - ``face_tubes`` (:class:`InstanceData`, only with a ``face_file``): ``bboxes`` (FloatTensor (K, T, 4)),
+      every face of the clip in each of its T sampled frames, in pixels of the final clip like ``gt_faces``,
+      NaN in the frames where a face has no box. The first F tubes are the keyframe's faces, in the order of
+      ``gt_faces``: from the face file's rows of non-key frames where they have a box there, interpolated
+      between the person's keyframes elsewhere; then come the faces of non-key rows that are not in the
+      keyframe (see :mod:`mmanon.datasets.face_tubes`). The anonymizer data preprocessor anonymizes these.
 
     The face boxes follow the geometry that mmaction's transforms record (``crop_quadruple``, ``img_shape``,
     ``flip``), so the pipeline must keep mmaction's documented order (Flip after every crop), must not be lazy,
@@ -199,6 +217,9 @@ class AVAFaceDataset(AVADataset):
             Defaults to True.
         max_identities (int): Identities of the face file must be below this; the discriminator classifies
             ``max(identity) + 1`` of them. Defaults to 100000.
+        face_tracker (dict): Arguments of the :class:`mmanon.apis.IoUTracker` that links the face file's
+            per-frame rows into tubes. Defaults to ``dict(smoothing=0.)``: boxes as detected, a lost face kept
+            for the tracker's ``max_age`` frames.
         **kwargs: The other arguments of :class:`mmaction.datasets.AVADataset` (``exclude_file``,
             ``label_file``, ``proposal_file``, ``data_prefix``, ``num_classes``, ``fps``, ...).
     """
@@ -211,6 +232,7 @@ class AVAFaceDataset(AVADataset):
                  on_bad_data: str = 'raise',
                  check_frames: bool = True,
                  max_identities: int = MAX_IDENTITIES,
+                 face_tracker: dict = dict(smoothing=0.),
                  **kwargs) -> None:
         if on_bad_data not in ('raise', 'skip'):
             raise ValueError(f"on_bad_data must be 'raise' or 'skip', got {on_bad_data!r}")
@@ -227,6 +249,9 @@ class AVAFaceDataset(AVADataset):
         self.on_bad_data = on_bad_data
         self.check_frames = check_frames
         self.max_identities = max_identities
+        self.face_tracker = dict(face_tracker)
+        self._frame_faces: Dict[str, FrameFaces] = {}
+        self._keyframe_faces: Dict[str, Dict[tuple, Tuple[np.ndarray, np.ndarray]]] = {}
         # mmaction's AVADataset unpickles the proposal file in full; it gets none and the safe loader reads it.
         proposal_file = kwargs.pop('proposal_file', None)
         super().__init__(ann_file, pipeline, **kwargs)
@@ -300,9 +325,11 @@ class AVAFaceDataset(AVADataset):
             keyframes = {key_and_box.img_key for key_and_box, _, _ in rows}
             faces = load_face_file(self.face_file, self.on_bad_data, self._face_checker(keyframes))
             for face in faces:
-                faces_by_img[face.img_key].append(face)
+                if face.is_keyframe:
+                    faces_by_img[face.img_key].append(face)
             if self.identity_source == 'face_file':
                 person_identity = self._linked_identities(faces)
+            self._load_tubes(faces)
 
         shot_info = (0, (self.timestamp_end - self.timestamp_start) * self._FPS) if self.use_frames else None
         data_list = []
@@ -325,6 +352,7 @@ class AVAFaceDataset(AVADataset):
                 entry['gt_face_bboxes'] = np.array([f.bbox for f in keyframe_faces],
                                                    dtype=np.float32).reshape(-1, 4)
                 entry['gt_face_identities'] = np.array([f.identity for f in keyframe_faces], dtype=np.int64)
+                entry['gt_face_links'] = [_person(f) for f in keyframe_faces]
             data_list.append(entry)
         # The discriminator classifies the training identities; the adversarial hook checks its size.
         known = [i for entry in data_list for i in entry['gt_identities'].tolist() if i >= 0] + \
@@ -333,22 +361,68 @@ class AVAFaceDataset(AVADataset):
         return data_list
 
     def _face_checker(self, keyframes: Set[str]) -> Callable[[FaceRecord], None]:
-        """Raises ``ValueError`` for a face row that does not fit the dataset: of a video or a timestamp that
-        the AVA CSV does not annotate, or with an identity of ``max_identities`` or more."""
+        """Raises ``ValueError`` for a face row that does not fit the dataset: of a video that the AVA CSV does
+        not annotate, at a whole-second timestamp that it does not annotate as a keyframe, or with an identity
+        of ``max_identities`` or more."""
         video_ids = {key.split(',')[0] for key in keyframes}
 
         def check(face: FaceRecord) -> None:
             if face.video_id not in video_ids:
                 raise ValueError(f'video_id {face.video_id!r} is not in the dataset')
-            if face.img_key not in keyframes:
+            if face.is_keyframe and face.img_key not in keyframes:
                 raise ValueError(f'timestamp {face.timestamp} of {face.video_id} is not an annotated keyframe of '
-                                 f'{self.ann_file}')
+                                 f'{self.ann_file} (the rows of other frames have decimal timestamps)')
             if face.identity >= self.max_identities:
                 raise ValueError(f'identity {face.identity} is not below max_identities={self.max_identities} '
                                  '(the discriminator classifies identities 0 .. max(identity)); number the '
                                  'identities 0 .. N-1, or raise max_identities')
 
         return check
+
+    def _load_tubes(self, faces: List[FaceRecord]) -> None:
+        """Link the faces of each video into tubes: its per-frame rows by the tracker, its keyframe faces by
+        person."""
+        by_video = defaultdict(list)
+        for face in faces:
+            by_video[face.video_id].append(face)
+        for video_id, video_faces in by_video.items():
+            keyframe_faces = [f for f in video_faces if f.is_keyframe]
+            self._keyframe_faces[video_id] = link_keyframe_faces(
+                np.array([f.timestamp for f in keyframe_faces]), np.array([f.bbox for f in keyframe_faces]),
+                [_person(f) for f in keyframe_faces])
+            if len(keyframe_faces) == len(video_faces):
+                continue
+            detections = defaultdict(list)
+            for face in video_faces:
+                detections[self._frame_index(face.timestamp)].append(face.bbox)
+            self._frame_faces[video_id] = FrameFaces.link(
+                {frame: np.array(boxes) for frame, boxes in detections.items()}, self.face_tracker)
+
+    def _frame_index(self, timestamp: float) -> int:
+        """The index of the frame shown at ``timestamp`` seconds, as ``SampleAVAFrames`` counts frames."""
+        return int(round((timestamp - self.timestamp_start) * self._FPS)) + self.start_index
+
+    def _face_tubes(self, video_id: str, timestamp: int, key_boxes: np.ndarray, links: List[Optional[tuple]],
+                    frame_inds: np.ndarray) -> np.ndarray:
+        """(K, T, 4) normalised boxes of the clip's faces in its sampled frames; see the class docstring."""
+        frame_inds = np.asarray(frame_inds, np.int64).reshape(-1)
+        seconds = self.timestamp_start + (frame_inds - self.start_index) / self._FPS
+        tubes = np.full((len(key_boxes), len(frame_inds), 4), np.nan, np.float32)
+        others = np.zeros((0, len(frame_inds), 4), np.float32)
+        frame_faces = self._frame_faces.get(video_id)
+        if frame_faces is not None:
+            _, frame_tubes = frame_faces.tubes_at(np.append(frame_inds, self._frame_index(timestamp)))
+            match = match_keyframe_faces(key_boxes, frame_tubes[:, -1])
+            tubes[match >= 0] = frame_tubes[match[match >= 0], :-1]
+            others = np.delete(frame_tubes[:, :-1], match[match >= 0], axis=0)
+            others = others[~np.isnan(others[..., 0]).all(axis=1)]
+        keyframe_faces = self._keyframe_faces.get(video_id, {})
+        for tube, box, link in zip(tubes, key_boxes, links):
+            missing = np.isnan(tube[:, 0])
+            if missing.any():
+                times, boxes = keyframe_faces.get(link, (np.array([timestamp]), box[None]))
+                tube[missing] = interpolate_boxes(times, boxes, seconds[missing])
+        return np.concatenate([tubes, others])
 
     def _linked_identities(self, faces: List[FaceRecord]) -> Dict[Tuple[str, int], int]:
         """The identity of each ``(video_id, entity_id)`` that a face row links to a known identity."""
@@ -360,8 +434,9 @@ class AVAFaceDataset(AVADataset):
             person = (face.video_id, face.entity_id)
             linked = links.setdefault(person, face.identity)
             if linked != face.identity and person not in conflicting:
-                conflicts.add(f'{self.face_file}: the face at {face.img_key} gives entity_id {face.entity_id} '
-                              f'identity {face.identity}, an earlier face of that video gives it {linked}')
+                conflicts.add(f'{self.face_file}: the face at {face.img_key} gives entity_id '
+                              f'{face.entity_id} identity {face.identity}, an earlier face of that video gives it '
+                              f'{linked}')
                 conflicting.add(person)
         conflicts.warn()
         # A person with two identities gets neither: training on a guessed one would teach a wrong label.
@@ -494,6 +569,7 @@ class AVAFaceDataset(AVADataset):
         person_identities = results.pop('gt_identities')
         face_bboxes = results.pop('gt_face_bboxes', None)
         face_identities = results.pop('gt_face_identities', None)
+        face_links = results.pop('gt_face_links', None)
         *transforms, pack = self.pipeline.transforms
         for transform in transforms:
             geometry = _recorded_geometry(results)
@@ -507,13 +583,18 @@ class AVAFaceDataset(AVADataset):
                                    f'crop_quadruple or flip) and AVAFaceDataset cannot follow it; resize, '
                                    f'crop and flip with mmaction2\'s {known} (or their subclasses)')
         if face_bboxes is not None:
-            face_bboxes = faces_in_clip(face_bboxes, results.get('crop_quadruple', (0, 0, 1, 1)),
-                                        results['img_shape'], bool(results.get('flip', False)))
+            tubes = self._face_tubes(results['video_id'], results['timestamp'], face_bboxes, face_links,
+                                     results['frame_inds'])
+            geometry = (results.get('crop_quadruple', (0, 0, 1, 1)), results['img_shape'],
+                        bool(results.get('flip', False)))
+            face_bboxes = faces_in_clip(face_bboxes, *geometry)
+            tubes = faces_in_clip(tubes.reshape(-1, 4), *geometry).reshape(tubes.shape)
         packed = pack(results)
         data_sample = packed['data_samples']
         data_sample.gt_instances.identities = torch.from_numpy(person_identities)
         if face_bboxes is not None:
             data_sample.gt_faces = InstanceData(
                 bboxes=torch.from_numpy(face_bboxes), identities=torch.from_numpy(face_identities))
+            data_sample.face_tubes = InstanceData(bboxes=torch.from_numpy(tubes))
         return packed
 

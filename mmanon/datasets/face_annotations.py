@@ -7,11 +7,20 @@ One face per row, no header, like AVA's own CSVs::
 Coordinates are normalised to [0, 1] by the frame width and height; ``identity`` is a non-negative integer
 shared by every appearance of the same person (across videos and splits), or empty / -1 when unknown;
 ``entity_id`` is the AVA person id of the annotated person box the face belongs to (empty / -1 if none).
+
+``timestamp`` is the second of the face's frame. An integer, as in AVA, is a keyframe: the keyframe rows give
+each sample its faces and identities. A decimal number is any frame, ``timestamp_start + (i - start_index) /
+fps`` for frame ``i`` of the video, written with a decimal point even at a whole second (``902.0333`` is the
+frame after keyframe 902 at 30 fps, ``903.0000`` the frame of second 903 when that is not an annotated
+keyframe; four decimals tell frames apart up to 5000 fps). The rows of frames (written by
+``tools/data/detect_faces.py --all-frames``) follow each face through the clip, see
+:mod:`mmanon.datasets.face_tubes`. A file of keyframe rows only is the original format.
 """
 import logging
 import math
+import numbers
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from mmengine.logging import print_log
 
@@ -25,24 +34,33 @@ class FaceFileError(DataFileError):
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """One face of one keyframe.
+    """One face of one frame.
 
     Args:
         video_id (str): The AVA video id.
-        timestamp (int): The keyframe's second, as in AVA.
+        timestamp (int | float): The frame's second: an int for a keyframe, as in AVA, a float for any
+            frame (per-frame rows).
         bbox (tuple[float]): (x1, y1, x2, y2), normalised to [0, 1].
         identity (int): Identity label, -1 if unknown. Defaults to -1.
         entity_id (int): AVA person id of the person box holding the face, -1 if none. Defaults to -1.
     """
     video_id: str
-    timestamp: int
+    timestamp: Union[int, float]
     bbox: Tuple[float, float, float, float]
     identity: int = -1
     entity_id: int = -1
 
     @property
+    def is_keyframe(self) -> bool:
+        """Whether the row is a keyframe's (an integer timestamp) rather than any frame's (a float)."""
+        return isinstance(self.timestamp, numbers.Integral)
+
+    @property
     def img_key(self) -> str:
-        """The ``video_id,timestamp`` key that AVA datasets and proposal files use."""
+        """The ``video_id,timestamp`` key that AVA datasets and proposal files use for keyframes (a non-key
+        frame's key, with its decimal timestamp, is one no keyframe has)."""
+        if not self.is_keyframe:
+            return f'{self.video_id},{self.timestamp:.4f}'
         return f'{self.video_id},{self.timestamp:04d}'
 
 
@@ -59,6 +77,21 @@ def _optional_int(text: str, field: str) -> int:
     return value
 
 
+def _timestamp(text: str) -> Union[int, float]:
+    """A keyframe's second (an int, written as an integer) or any frame's (a float, written as a decimal)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f'timestamp must be a number of seconds, got {text!r}') from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f'timestamp must be a non-negative number of seconds, got {text.strip()}')
+    return value
+
+
 def parse_face_row(row: List[str]) -> FaceRecord:
     """Parse one CSV row; raises ``ValueError`` naming the offending field."""
     if len(row) not in (7, 8):
@@ -67,10 +100,7 @@ def parse_face_row(row: List[str]) -> FaceRecord:
     video_id = row[0].strip()
     if not video_id:
         raise ValueError('video_id is empty')
-    try:
-        timestamp = int(row[1])
-    except ValueError:
-        raise ValueError(f'timestamp must be an integer, got {row[1]!r}') from None
+    timestamp = _timestamp(row[1])
     coords = []
     for name, text in zip(('x1', 'y1', 'x2', 'y2'), row[2:6]):
         try:
@@ -158,4 +188,5 @@ def dump_face_file(path: str, records: Iterable[FaceRecord]) -> None:
     with open(path, 'w', encoding='utf-8', newline='\n') as f:
         for r in records:
             coords = ','.join(f'{v:.3f}' for v in r.bbox)
-            f.write(f'{r.video_id},{r.timestamp},{coords},{r.identity},{r.entity_id}\n')
+            timestamp = r.timestamp if r.is_keyframe else f'{r.timestamp:.4f}'
+            f.write(f'{r.video_id},{timestamp},{coords},{r.identity},{r.entity_id}\n')

@@ -359,6 +359,9 @@ BAD_INPUTS = {
     'ava row with x1 >= x2': (_with_bad_ava_row('toytrain0000,904,0.5,0.1,0.5,0.9,1,0'),
                               'the box must have x1 < x2',
                               ValueError, 'bad rows of', 0),
+    'ava row with a decimal timestamp': (_with_bad_ava_row('toytrain0000,904.5,0.1,0.1,0.5,0.9,1,0'),
+                                         r"timestamp must be an integer \(AVA annotates whole seconds\), got "
+                                         r"'904.5'", ValueError, 'bad rows of', 0),
     'ava row with an unknown action': (_with_bad_ava_row('toytrain0000,904,0.1,0.1,0.5,0.9,9,0'),
                                        r'action_id must be in \[1, 5\]', ValueError, 'bad rows of', 0),
     'face row with 4 columns': (_with_bad_face_row('toytrain0000,902,0.1,0.1'), 'expected 7 or 8 columns',

@@ -47,11 +47,14 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
     stock operations and blended back. Pixels outside every face region are therefore bit-identical to the
     stock preprocessor's output (and so is a face left unchanged, by the identity anonymizer).
 
-    Face regions of a clip, in this order of preference: the face boxes the data sample carries
-    (``gt_faces``, see :class:`mmanon.datasets.AVAFaceDataset`); otherwise the top ``head_ratio`` of each
-    person box (ground-truth boxes in training, proposals at test time, as the detector sees them). Each region
-    is enlarged by ``margin``, clipped to the frame and kept for all T frames (one box per face and clip, so
-    nothing jitters); regions left empty after clipping are skipped and counted.
+    Face regions of a clip, in this order of preference: the face tubes the data sample carries
+    (``face_tubes.bboxes``, one box per face and frame, see :class:`mmanon.datasets.AVAFaceDataset`), so
+    that each frame is anonymized where its face is; otherwise the keyframe's face boxes (``gt_faces``), or
+    the top ``head_ratio`` of each person box (ground-truth boxes in training, proposals at test time, as the
+    detector sees them), in all T frames. Each box is enlarged by ``margin`` and clipped to the frame; all
+    frames of a face get a region of the same size, centred on that frame's box, so the anonymizer sees the
+    face at one scale all through the clip (see :func:`mmanon.models.utils.enlarge_regions`). Faces with no
+    region left in any frame after clipping are skipped and counted.
 
     For the discriminator and the privacy metrics, the identity-labelled faces (``gt_faces``, else the heads
     of the ground-truth persons with ``gt_instances.identities``) are cut from the key frame of the raw and of
@@ -173,11 +176,12 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         Returns:
             Tensor: The anonymized clips.
         """
-        height, width = clips.shape[-2:]
-        inds, boxes = self._region_boxes(data_samples, training, clips.device)
-        regions, valid = enlarge_regions(boxes, self.margin, height, width)
-        self._count_skipped(int((~valid).sum()))
-        inds, regions = inds[valid], regions[valid]
+        num_frames, height, width = clips.shape[-3:]
+        inds, tubes = self._region_boxes(data_samples, training, num_frames, clips.device)
+        regions, valid = enlarge_regions(tubes, self.margin, height, width)
+        usable = valid.any(dim=1)
+        self._count_skipped(int((~usable).sum()))
+        inds, regions = inds[usable], regions[usable]
         crops = [crop.float() for crop in crop_regions(inputs, inds, regions)]
         patches = anonymize_crops(self.anonymizer, crops)
         paste_regions(clips, inds, regions, [self._normalize(p) for p in patches], self.feather)
@@ -209,22 +213,31 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             clip = clip[[2, 1, 0]]
         return clip.transpose(0, 1)
 
-    def _region_boxes(self, data_samples: SampleList, training: bool, device) -> Tuple[Tensor, Tensor]:
-        """(K,) sample indices and (K, 4) face boxes to anonymize."""
-        inds, boxes = [], []
+    def _region_boxes(self, data_samples: SampleList, training: bool, num_frames: int,
+                      device) -> Tuple[Tensor, Tensor]:
+        """(K,) sample indices and (K, T, 4) face tubes to anonymize, NaN where a face has no box."""
+        inds, tubes = [], []
         for n, sample in enumerate(data_samples):
-            if 'gt_faces' in sample:
-                sample_boxes = sample.gt_faces.bboxes
+            if 'face_tubes' in sample:
+                sample_tubes = sample.face_tubes.bboxes
+                if sample_tubes.dim() != 3 or sample_tubes.shape[1:] != (num_frames, 4):
+                    raise ValueError(f'face_tubes.bboxes must have shape (K, {num_frames}, 4), one box per face '
+                                     f'and frame of the clip, but got {tuple(sample_tubes.shape)}')
             else:
-                persons = sample.gt_instances if training else sample.get('proposals')
-                if persons is None or 'bboxes' not in persons:
-                    raise ValueError('a data sample carries neither face boxes (gt_faces) nor '
-                                     f'{"ground-truth person boxes" if training else "proposals"} to derive '
-                                     'head regions from; the preprocessor cannot tell where faces are')
-                sample_boxes = head_regions(persons.bboxes, self.head_ratio)
-            boxes.append(sample_boxes.to(device).float().reshape(-1, 4))
-            inds.append(torch.full((boxes[-1].shape[0], ), n, dtype=torch.long, device=device))
-        return torch.cat(inds), torch.cat(boxes)
+                if 'gt_faces' in sample:
+                    sample_boxes = sample.gt_faces.bboxes
+                else:
+                    persons = sample.gt_instances if training else sample.get('proposals')
+                    if persons is None or 'bboxes' not in persons:
+                        raise ValueError('a data sample carries neither face boxes (face_tubes, gt_faces) nor '
+                                         f'{"ground-truth person boxes" if training else "proposals"} to '
+                                         'derive head regions from; the preprocessor cannot tell where faces '
+                                         'are')
+                    sample_boxes = head_regions(persons.bboxes, self.head_ratio)
+                sample_tubes = sample_boxes.reshape(-1, 1, 4).expand(-1, num_frames, -1)
+            tubes.append(sample_tubes.to(device).float())
+            inds.append(torch.full((tubes[-1].shape[0], ), n, dtype=torch.long, device=device))
+        return torch.cat(inds), torch.cat(tubes)
 
     def _labelled_boxes(self, data_samples: SampleList, device) -> Tuple[Tensor, Tensor, Tensor]:
         """(F,) sample indices, (F, 4) face boxes and (F,) identities of the faces whose identity is known."""

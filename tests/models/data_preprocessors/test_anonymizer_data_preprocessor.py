@@ -3,6 +3,7 @@ import os.path as osp
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmaction.models import ActionDataPreprocessor
 from mmaction.structures import ActionDataSample
 from mmengine.config import Config
@@ -88,6 +89,59 @@ def test_face_boxes_win_over_person_boxes_and_regions_are_one_box_per_clip():
     faces = ours.train_faces
     assert faces.identities.tolist() == [3, 3] and faces.raw.shape == (2, 3, 64, 64)
     assert (faces.anonymized == 0).all()
+
+
+def moving_tubes(frames, step=(6., 2.)):
+    """Two faces crossing the frame, one box per frame; the second is unseen in the first two frames."""
+    t = torch.arange(frames, dtype=torch.float32)[:, None]
+    first = torch.tensor([[4., 8., 12., 18.]]) + t * torch.tensor([step * 2])
+    second = torch.tensor([[50., 30., 58., 40.]]) - t * torch.tensor([step * 2])
+    second[:2] = float('nan')
+    return torch.stack([first, second])
+
+
+def test_face_tubes_are_anonymized_at_each_frame_s_own_region():
+    data = make_batch(frames=6)
+    tubes = moving_tubes(6)
+    for sample in data['data_samples']:
+        sample.face_tubes = InstanceData(bboxes=tubes)
+        # The keyframe's faces are still what the discriminator sees, but the tubes are what is anonymized.
+        sample.gt_faces = InstanceData(bboxes=tubes[:1, 3], identities=torch.tensor([2]))
+    ours = AnonymizerDataPreprocessor(anonymizer=dict(type='SolidMask', fill=0), feather=0., mean=[0, 0, 0],
+                                      std=[1, 1, 1])
+    out = ours(data, True)['inputs']
+    regions, valid = enlarge_regions(tubes, 2.0, 48, 64)
+    inside = torch.zeros(6, 48, 64, dtype=torch.bool)
+    for tube in regions:
+        for t, (x1, y1, x2, y2) in enumerate(tube.tolist()):
+            inside[t, y1:y2, x1:x2] = True
+    # One region size per tube: 16 x 20 for the first face, which moves 6 pixels a frame.
+    assert regions[0, :, 2:].sub(regions[0, :, :2]).unique(dim=0).tolist() == [[16, 20]]
+    assert valid.tolist() == [[True] * 6, [False, False] + [True] * 4]
+    inside = inside[None, None].expand_as(out)
+    assert (out[inside] == 0).all()
+    assert torch.equal(out[~inside], torch.stack(data['inputs']).float()[~inside])
+    x1, y1, x2, y2 = tubes[0, 3].tolist()
+    key_face = torch.stack(data['inputs'])[:, :, 3, int(y1):int(y2), int(x1):int(x2)].float()
+    assert torch.allclose(ours.train_faces.raw, F.interpolate(key_face, (64, 64), mode='bilinear'))
+
+
+def test_learned_anonymizer_gets_gradients_through_moving_regions():
+    data = make_batch(frames=6)
+    for sample in data['data_samples']:
+        sample.face_tubes = InstanceData(bboxes=moving_tubes(6))
+    ours = AnonymizerDataPreprocessor(anonymizer=dict(type='ResNetAnonymizer', residual=False, base_channels=8,
+                                                      num_blocks=1), **NORM)
+    ours(data, True)['inputs'].sum().backward()
+    grads = [p.grad for p in ours.anonymizer.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_face_tubes_of_the_wrong_shape_are_refused():
+    data = make_batch(frames=4)
+    data['data_samples'][0].face_tubes = InstanceData(bboxes=moving_tubes(5))
+    with pytest.raises(ValueError, match=r'face_tubes.bboxes must have shape \(K, 4, 4\)'):
+        AnonymizerDataPreprocessor(**NORM)(data, False)
 
 
 def test_edge_cases_zero_faces_outside_frame_one_pixel_and_single_frame():
