@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from mmanon.utils.checks import check_number
 from .face_tracking import box_iou
 
 EMPTY_BOXES = np.zeros((0, 5), np.float32)
@@ -57,18 +58,14 @@ class HaarFaceDetector:
                  min_neighbors: int = 5,
                  min_size: int = 24,
                  resize: float = 1.0) -> None:
+        self.scale_factor = check_number('scale_factor', scale_factor, low=1, low_open=True)
+        self.min_neighbors = check_number('min_neighbors', min_neighbors, low=0, integer=True)
+        self.min_size = check_number('min_size', min_size, low=1, integer=True)
+        self.resize = check_number('resize', resize, low=0, high=1, low_open=True)
         path = cascade if osp.isfile(cascade) else osp.join(cv2.data.haarcascades, cascade)
         self.classifier = cv2.CascadeClassifier(path)
         if self.classifier.empty():
             raise FileNotFoundError(f'cannot load the Haar cascade {cascade!r} (looked for {path})')
-        if not scale_factor > 1:
-            raise ValueError(f'scale_factor must be > 1, but got {scale_factor}')
-        if not 0 < resize <= 1:
-            raise ValueError(f'resize must be in (0, 1], but got {resize}')
-        self.scale_factor = scale_factor
-        self.min_neighbors = int(min_neighbors)
-        self.min_size = int(min_size)
-        self.resize = resize
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         _check_frame(frame)
@@ -107,8 +104,8 @@ class DlibFaceDetector:
                               "optional extra with `pip install -e .[attack]` (dlib-bin), or use "
                               "--detector haar") from None
         self.detector = dlib.get_frontal_face_detector()
-        self.upsample = int(upsample)
-        self.threshold = float(threshold)
+        self.upsample = check_number('upsample', upsample, low=0, integer=True)
+        self.threshold = float(check_number('threshold', threshold))
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         _check_frame(frame)
@@ -180,7 +177,7 @@ class OnnxFaceDetector:
                              'give input_size=(H, W)')
         else:
             self.input_size = tuple(fixed)
-        self.score_threshold = score_threshold
+        self.score_threshold = check_number('score_threshold', score_threshold)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         _check_frame(frame)
@@ -272,12 +269,9 @@ class CenterFaceDetector:
                  score_threshold: float = 0.2,
                  input_scale: float = 1.0,
                  nms_threshold: float = 0.3) -> None:
-        if not 0 < score_threshold < 1:
-            raise ValueError(f'score_threshold must be in (0, 1), but got {score_threshold!r}')
-        if not 0 < input_scale <= 4:
-            raise ValueError(f'input_scale must be in (0, 4], but got {input_scale!r}')
-        if not 0 < nms_threshold <= 1:
-            raise ValueError(f'nms_threshold must be in (0, 1], but got {nms_threshold!r}')
+        check_number('score_threshold', score_threshold, low=0, high=1, low_open=True, high_open=True)
+        check_number('input_scale', input_scale, low=0, high=4, low_open=True)
+        check_number('nms_threshold', nms_threshold, low=0, high=1, low_open=True)
         self.model = default_centerface_model() if model is None else model
         if not osp.isfile(self.model):
             raise FileNotFoundError(f'CenterFace model {self.model} does not exist')

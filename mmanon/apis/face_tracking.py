@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from mmanon.utils.checks import check_number
+
 
 def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """Pairwise intersection over union.
@@ -45,6 +47,8 @@ class FaceTrack:
         velocity (np.ndarray): (2,) smoothed motion of the box centre, in pixels per frame.
         hits (int): Frames in which it was detected.
         misses (int): Consecutive frames, up to this one, in which it was not.
+        detection (np.ndarray, optional): (4,) the box of the detection that continued (or started) it in this
+            frame, as the detector gave it; None in a frame where it was not detected.
     """
     track_id: int
     box: np.ndarray
@@ -52,6 +56,7 @@ class FaceTrack:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     hits: int = 1
     misses: int = 0
+    detection: Optional[np.ndarray] = None
 
     @property
     def lost(self) -> bool:
@@ -64,7 +69,8 @@ class IoUTracker:
 
     Each frame, every live track is first moved by its velocity (when ``extrapolate``). Then the pairs
     (track, detection) are matched greedily, highest IoU first (ties by track id, then detection index),
-    down to ``iou_threshold``. A matched track's box becomes ``smoothing * predicted + (1 - smoothing) *
+    down to ``iou_threshold``; the IoU is that of the boxes enlarged ``association_scale`` times about their
+    centres, so that a small face whose box jitters by a few pixels between frames keeps its track. A matched track's box becomes ``smoothing * predicted + (1 - smoothing) *
     detected``; an unmatched track counts a miss and is dropped (moved to :attr:`expired`) after more than
     ``max_age`` consecutive misses; an unmatched detection starts a new track in this very frame.
 
@@ -76,23 +82,24 @@ class IoUTracker:
             last box. Defaults to 15.
         extrapolate (bool): Whether tracks move on by their velocity (used for association, smoothing and
             lost tracks); otherwise a lost track stays where it was last seen. Defaults to True.
+        association_scale (float): Enlargement of the boxes compared for association, >= 1. Defaults to 1.0.
     """
 
     def __init__(self,
                  iou_threshold: float = 0.3,
                  smoothing: float = 0.5,
                  max_age: int = 15,
-                 extrapolate: bool = True) -> None:
-        if not 0 < iou_threshold <= 1:
-            raise ValueError(f'iou_threshold must be in (0, 1], but got {iou_threshold}')
-        if not 0 <= smoothing < 1:
-            raise ValueError(f'smoothing must be in [0, 1), but got {smoothing}')
-        if not (isinstance(max_age, int) and max_age >= 0):
-            raise ValueError(f'max_age must be a non-negative int, but got {max_age!r}')
+                 extrapolate: bool = True,
+                 association_scale: float = 1.0) -> None:
+        check_number('iou_threshold', iou_threshold, low=0, high=1, low_open=True)
+        check_number('smoothing', smoothing, low=0, high=1, high_open=True)
+        check_number('max_age', max_age, low=0, integer=True)
+        check_number('association_scale', association_scale, low=1)
         self.iou_threshold = iou_threshold
         self.smoothing = smoothing
         self.max_age = max_age
         self.extrapolate = extrapolate
+        self.association_scale = association_scale
         self.tracks: List[FaceTrack] = []
         self.expired: List[FaceTrack] = []
         self.num_tracks = 0
@@ -121,7 +128,8 @@ class IoUTracker:
         dets = dets[(dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1]) & np.isfinite(dets).all(axis=1)]
 
         predicted = [self._predicted(t) for t in self.tracks]
-        ious = box_iou(np.array(predicted).reshape(-1, 4), dets[:, :4])
+        ious = box_iou(scale_boxes(np.array(predicted).reshape(-1, 4), self.association_scale),
+                       scale_boxes(dets[:, :4], self.association_scale))
         # Greedy, best pair first; a stable sort of the row-major order breaks ties by track, then detection.
         order = np.argsort(-ious, axis=None, kind='stable')
         track_of_det, used_tracks = {}, set()
@@ -142,11 +150,11 @@ class IoUTracker:
                 box = self.smoothing * prediction + (1 - self.smoothing) * det[:4]
                 step = _centre(box) - _centre(track.box)
                 track.velocity = self.smoothing * track.velocity + (1 - self.smoothing) * step
-                track.box, track.score = box, float(det[4])
+                track.box, track.score, track.detection = box, float(det[4]), det[:4].copy()
                 track.hits += 1
                 track.misses = 0
             else:
-                track.box = prediction
+                track.box, track.detection = prediction, None
                 track.misses += 1
                 if track.misses > self.max_age:
                     self.expired.append(track)
@@ -154,7 +162,7 @@ class IoUTracker:
             alive.append(track)
         for d, det in enumerate(dets):
             if d not in track_of_det:
-                alive.append(FaceTrack(self.num_tracks, det[:4].copy(), float(det[4])))
+                alive.append(FaceTrack(self.num_tracks, det[:4].copy(), float(det[4]), detection=det[:4].copy()))
                 self.num_tracks += 1
         self.tracks = alive
         return list(alive)
@@ -167,8 +175,15 @@ class IoUTracker:
         """
         self.expired = []
         for track in self.tracks:
-            track.box = self._predicted(track)
+            track.box, track.detection = self._predicted(track), None
         return list(self.tracks)
+
+
+def scale_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
+    """(N, 4) boxes (x1, y1, x2, y2) scaled about their centres."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    halves = (boxes[:, 2:] - boxes[:, :2]) * scale / 2
+    return np.concatenate([centres - halves, centres + halves], axis=1)
 
 
 def _centre(box: np.ndarray) -> np.ndarray:

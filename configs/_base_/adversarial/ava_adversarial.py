@@ -14,11 +14,13 @@ adversarial_preprocessor = dict(
     adversarial_loss='negative_ce',
     ce_cap=12.0,
     l1_weight=1.0)
-# M and D are out of the detector's optimizer: each has its own, in the hook, stepped with the detector's.
+# M and D are out of the detector's optimizer: each has its own, in the hook, stepped with the detector's. Their
+# Adam is torch's fused one (the same update in one kernel per parameter rather than about ten).
 adversarial_hook = dict(
     type='mmanon.AdversarialTrainingHook',
-    anonymizer_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4), clip_grad=dict(max_norm=40, norm_type=2)),
-    discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4)),
+    anonymizer_optim_wrapper=dict(
+        optimizer=dict(type='Adam', lr=1e-4, fused=True), clip_grad=dict(max_norm=40, norm_type=2)),
+    discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-4, fused=True)),
     warmup_iters=1000,
     ramp_iters=4000,
     adversarial_weight=1.0)

@@ -1,2 +1,2 @@
-# Average each face pixel over the 15x15 square around it.
-anonymizer = dict(type='BoxBlur', kernel_size=15)
+# Average each face pixel over the square around it whose side is half the face region's longer side.
+anonymizer = dict(type='BoxBlur', kernel_ratio=0.5)

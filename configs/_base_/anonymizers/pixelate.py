@@ -1,2 +1,2 @@
-# Replace each 8x8 block of a face by its mean colour.
-anonymizer = dict(type='Pixelate', block_size=8)
+# Replace each face region by blocks of its mean colour, each block an eighth of the region's longer side.
+anonymizer = dict(type='Pixelate', block_ratio=0.125)

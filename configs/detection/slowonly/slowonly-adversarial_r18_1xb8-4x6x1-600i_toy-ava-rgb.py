@@ -21,10 +21,12 @@ custom_hooks = [
     dict(type='mmanon.RandomStateHook'),
     dict(
         type='mmanon.AdversarialTrainingHook',
-        # M with the detector's optimizer settings, in a wrapper of its own (without the detector's schedule).
+        # M with the detector's optimizer settings, in a wrapper of its own (without the detector's schedule);
+        # both players with torch's fused Adam (one kernel per parameter, the same update).
         anonymizer_optim_wrapper=dict(
-            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4), clip_grad=dict(max_norm=40, norm_type=2)),
-        discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=2e-3)),
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4, fused=True),
+            clip_grad=dict(max_norm=40, norm_type=2)),
+        discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=2e-3, fused=True)),
         discriminator_steps=2,
         warmup_iters=100,
         ramp_iters=100,

@@ -1,3 +1,5 @@
+import cv2
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +26,9 @@ class BoxBlur(BaseBlur):
 
     def filter(self, padded: Tensor, size_h: int, size_w: int) -> Tensor:
         return _window_mean(_window_mean(padded, size_h, dim=-2), size_w, dim=-1)
+
+    def opencv_filter(self, image: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
+        return cv2.blur(image, (size_w, size_h), borderType=cv2.BORDER_REFLECT_101)
 
 
 def _window_mean(x: Tensor, size: int, dim: int) -> Tensor:

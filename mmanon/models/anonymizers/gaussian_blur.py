@@ -1,5 +1,7 @@
 from typing import Optional
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,6 +44,11 @@ class GaussianBlur(BaseBlur):
         offsets = torch.arange(size, dtype=torch.float64) - size // 2
         weights = torch.exp(-offsets**2 / (2 * sigma**2))
         return weights / weights.sum()
+
+    def opencv_filter(self, image: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
+        kernel_h = self.kernel(size_h).numpy().astype(np.float32)
+        kernel_w = self.kernel(size_w).numpy().astype(np.float32)
+        return cv2.sepFilter2D(image, -1, kernel_w, kernel_h, borderType=cv2.BORDER_REFLECT_101)
 
     def filter(self, padded: Tensor, size_h: int, size_w: int) -> Tensor:
         channels = padded.shape[1]

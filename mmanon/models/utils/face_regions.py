@@ -142,6 +142,14 @@ def _put(clip: Tensor, index: Union[tuple, Tensor], values: Tensor) -> None:
         clip.view(clip.shape[0], -1).index_copy_(1, index, values.flatten(1))
 
 
+def _add(clip: Tensor, index: Union[tuple, Tensor], values: Tensor) -> None:
+    """Add (C, frames, h, w) values to a region of a (C, T, H, W) clip, in place (see :func:`_take`)."""
+    if isinstance(index, tuple):
+        clip[index] += values
+    else:
+        clip.view(clip.shape[0], -1).index_add_(1, index, values.flatten(1))
+
+
 def crop_regions(clips: Union[Tensor, Sequence[Tensor]], sample_inds: Tensor, regions: Tensor) -> List[Tensor]:
     """Cut regions out of a batch of clips.
 
@@ -155,11 +163,32 @@ def crop_regions(clips: Union[Tensor, Sequence[Tensor]], sample_inds: Tensor, re
     Returns:
         list[Tensor]: Tensors (T', C, h, w): for (K, 4) regions, K crops of all T frames; for tubes, one crop
         per group of a tube's frames whose regions have the same size (one per tube unless its region is
-        clipped differently in some frames), in the order :func:`paste_regions` expects.
+        clipped differently in some frames), in the order :func:`paste_regions` expects. From a batch tensor
+        that requires grad, copies whose backward pass writes every region's gradient into one gradient of the
+        batch.
     """
     size = clips[0].shape[-3:]
-    pixels = _region_pixels(sample_inds, regions, *size, clips[0].device)
+    pixels = list(_region_pixels(sample_inds, regions, *size, clips[0].device))
+    if isinstance(clips, Tensor) and clips.requires_grad and pixels:
+        return list(_CropRegions.apply(clips, pixels))
     return [_take(clips[n], index, shape).transpose(0, 1) for n, index, shape in pixels]
+
+
+class _CropRegions(torch.autograd.Function):
+    """:func:`crop_regions` of a batch that requires grad. Autograd's own backward of K region views would
+    allocate a zero gradient of the whole batch for each of them and add the K together."""
+
+    @staticmethod
+    def forward(ctx, clips: Tensor, pixels: list):
+        ctx.pixels, ctx.shape = pixels, clips.shape
+        return tuple(_take(clips[n], index, shape).transpose(0, 1).clone() for n, index, shape in pixels)
+
+    @staticmethod
+    def backward(ctx, *crop_grads: Tensor):
+        grad = crop_grads[0].new_zeros(ctx.shape)
+        for (n, index, _), crop_grad in zip(ctx.pixels, crop_grads):
+            _add(grad[n], index, crop_grad.transpose(0, 1))
+        return grad, None
 
 
 def resize_crops(crops: Tensor, size: Sequence[int]) -> Tensor:

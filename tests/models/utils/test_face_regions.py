@@ -1,7 +1,8 @@
 """Face regions: one size per face tube, cut out and pasted back frame by frame in groups; the values and the
-gradients of plain in-place blending, at the regions' cost."""
+gradients of plain slicing and in-place blending, at the regions' cost."""
 import math
 
+import pytest
 import torch
 
 from mmanon.models.utils import crop_regions, enlarge_regions, feather_mask, paste_regions
@@ -112,3 +113,29 @@ def test_paste_regions_of_tubes_matches_frame_by_frame_blending_with_overlaps():
     for ours, expected in zip(ours_patches, expected_patches):
         torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
     torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize('moving', [False, True])
+def test_crop_regions_of_a_batch_with_grad_matches_plain_slicing_with_overlaps(moving):
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randn(2, 3, 5, 32, 40, generator=generator)
+    sample_inds = torch.tensor([0, 0, 1])
+    boxes = torch.tensor([[4., 4, 10, 12], [8, 8, 16, 16], [5, 5, 11, 11]])  # the first two overlap
+    if moving:
+        boxes = boxes[:, None].repeat(1, 5, 1)
+        boxes[0] += torch.arange(5.)[:, None] * 2  # moves: gathered by index, not sliced
+    regions, _ = enlarge_regions(boxes, 1.5, 32, 40)
+
+    expected_clips = clips.clone().requires_grad_()
+    expected = crop_regions(list(expected_clips), sample_inds, regions)  # per clip: autograd's own backward
+    weights = [torch.randn(c.shape, generator=generator) for c in expected]
+    sum((c * w).sum() for c, w in zip(expected, weights)).backward()
+
+    ours_clips = clips.clone().requires_grad_()
+    ours = crop_regions(ours_clips, sample_inds, regions)
+    sum((c * w).sum() for c, w in zip(ours, weights)).backward()
+    assert len(ours) == len(expected)
+    for crop, reference in zip(ours, expected):
+        assert torch.equal(crop, reference)
+    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+    assert crop_regions(ours_clips, sample_inds[:0], regions[:0]) == []

@@ -1,0 +1,98 @@
+"""tools/analysis/eval_real_faces.py on a real photo and a short video of it, made at test time from
+scikit-image's bundled astronaut portrait (NASA, public domain)."""
+import json
+import os
+import os.path as osp
+import runpy
+
+import cv2
+import numpy as np
+import pytest
+
+import eval_real_faces  # noqa: I100  (tools/analysis is on sys.path)
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+benchmark = runpy.run_path(osp.join(REPO, 'benchmarks', 'anonymize_video.py'))
+VIDEO_FRAMES = 8
+
+
+@pytest.fixture(scope='module')
+def real_faces(tmp_path_factory):
+    skimage_data = pytest.importorskip('skimage.data')
+    root = tmp_path_factory.mktemp('real_faces')
+    os.makedirs(root / 'photos')
+    photo = cv2.resize(skimage_data.astronaut()[..., ::-1], (256, 256), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(root / 'photos' / 'astronaut.png'), photo)
+    os.makedirs(root / 'videos')
+    benchmark['write_clip'](str(root / 'videos' / 'moving.mp4'),
+                            benchmark['photo_frames'](VIDEO_FRAMES, 240, 180, face_height=0.35))
+    (root / 'notes.txt').write_text('neither a photo nor a video')
+    return root
+
+
+@pytest.fixture(scope='module')
+def evaluation(real_faces, tmp_path_factory):
+    out = tmp_path_factory.mktemp('eval')
+    args = [str(real_faces), '--out-dir', str(out), '--methods', 'mask', 'blur', 'noise', '--video-samples', '2']
+    assert eval_real_faces.main(args) == 0
+    with open(out / 'results.json') as f:
+        return {row['method']: row for row in json.load(f)['rows']}, out, args
+
+
+def test_every_method_and_deface_has_a_row(evaluation):
+    rows, out, _ = evaluation
+    assert list(rows) == ['mask', 'blur', 'noise', 'deface blur', 'deface mosaic']
+    table = (out / 'results.md').read_text()
+    assert all(f'| {name} |' in table for name in rows)
+
+
+def test_reference_faces_recall_and_coverage(evaluation):
+    rows, _, _ = evaluation
+    for row in rows.values():
+        # The photo's face and the face in the two sampled frames of the video.
+        assert row['faces'] == 3
+        assert row['recall'] == 1 and row['coverage'] == 1, row['method']
+        assert {r['file'].split(os.sep)[-1] for r in row['records']} == {'astronaut.png', 'moving.mp4'}
+
+
+def test_leakage_tells_a_strong_method_from_a_weak_one(evaluation):
+    rows, _, _ = evaluation
+    assert rows['mask']['leakage'] == 0 and rows['blur']['leakage'] == 0
+    assert rows['mask']['median_distance'] > 0.6
+    # Pixel noise leaves the face's structure: dlib still matches it.
+    assert rows['noise']['leakage'] > 0 and rows['noise']['median_distance'] < 0.6
+
+
+def test_temporal_leakage_of_the_video(evaluation):
+    rows, _, _ = evaluation
+    for row in rows.values():
+        worst = row['worst_track']['moving.mp4']
+        assert worst['seen'] == VIDEO_FRAMES and worst['uncovered'] == 0, row['method']
+    assert rows['blur']['worst_track']['moving.mp4']['tracks'] == 1
+
+
+def test_reference_faces_are_cached(evaluation, capsys):
+    _, out, args = evaluation
+    with open(out / 'reference_faces.json') as f:
+        assert len(json.load(f)) == 2  # one entry per file, by content
+    assert eval_real_faces.main(args[:3] + ['--methods', 'mask', '--no-deface', '--video-samples', '2']) == 0
+    printed = capsys.readouterr().out
+    assert 'dlib\'s CNN detector' not in printed and 'CenterFace at full resolution' not in printed
+
+
+def test_leakage_compares_the_anonymized_image_at_the_raw_box():
+    faces = eval_real_faces.DlibFaces()
+    skimage_data = pytest.importorskip('skimage.data')
+    raw = np.ascontiguousarray(skimage_data.astronaut())
+    box = np.array([[168, 69, 264, 165]], np.float32)
+    reference = eval_real_faces.RawFaces(faces, raw, box)
+    assert reference.distances(raw)[0] == pytest.approx(0, abs=1e-6)
+    flat = raw.copy()
+    flat[40:200, 140:290] = raw[40:200, 140:290].mean(axis=(0, 1))
+    assert reference.distances(flat)[0] > 0.6
+
+
+def test_no_media_is_an_error(tmp_path, capsys):
+    (tmp_path / 'notes.txt').write_text('x')
+    assert eval_real_faces.main([str(tmp_path), '--out-dir', str(tmp_path / 'out')]) == 1
+    assert 'no photos or videos' in capsys.readouterr().err
