@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on the CPU of one machine: generate the toy AVA benchmark if it is missing, train the raw reference
-# detector and the adversarially anonymized one, train an adaptive attacker for each, test both with AVA's
-# frame-mAP and the privacy metrics, and print the table (tools/analysis/privacy_utility.py does the work and
-# keeps every step's command and log in the work directory).
+# detector and the adversarially anonymized one, train an adaptive attacker for each and an inversion attacker for
+# the anonymized one, test both with AVA's frame-mAP and the privacy metrics (the worst case over attackers and
+# protocols), test the raw detector behind the anonymizer, and print the tables (tools/analysis/privacy_utility.py
+# does the work and keeps every step's command and log in the work directory).
 #
 #   bash tools/run_toy.sh                       # raw and learned
 #   METHODS="raw box-blur gaussian-blur pixelate solid-mask gaussian-noise learned" bash tools/run_toy.sh

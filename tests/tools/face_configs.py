@@ -1,7 +1,13 @@
-"""Configs the analysis tools' tests run on."""
+"""Configs the analysis tools' tests run on, and a stand-in face-identity dataset."""
 import os.path as osp
 
+import numpy as np
+import torch
+from mmaction.structures import ActionDataSample
+from torch.utils.data import Dataset
+
 from mmanon.datasets.toy_ava import annotation_paths
+from mmanon.registry import DATASETS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMOKE = osp.join(REPO, 'configs', 'detection', 'slowonly', 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py')
@@ -29,4 +35,38 @@ def write_face_config(path, data_dir='data/ava_fixture', anonymizer='IdentityAno
                     'test_dataloader = val_dataloader\n'
                     f'val_evaluator = {evaluator!r}\n'
                     'test_evaluator = val_evaluator\n')
+    return str(path)
+
+
+@DATASETS.register_module(name='StandInFaceIdentityDataset', force=True)
+class StandInFaceIdentityDataset(Dataset):
+    """Items as mmanon.FaceIdentityDataset gives them: a uint8 (3, H, W) face crop and its gt_label. Identity i
+    is a plain square of its own colour (the same for every seed), under fresh noise per face (drawn from
+    ``seed``)."""
+
+    def __init__(self, num_identities=4, faces_per_identity=10, size=16, seed=0, pipeline=(), test_mode=False):
+        self.test_mode = test_mode
+        self.colours = np.random.default_rng(0).integers(30, 226, (num_identities, 3))
+        rng = np.random.default_rng(seed + 1)
+        self.items = []
+        for identity in range(num_identities):
+            for _ in range(faces_per_identity):
+                crop = self.colours[identity][:, None, None] + rng.normal(0, 12, (3, size, size))
+                self.items.append((torch.from_numpy(crop.clip(0, 255).astype(np.uint8)), identity))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        crop, identity = self.items[index]
+        return dict(inputs=crop, data_samples=ActionDataSample().set_gt_label(identity))
+
+
+def write_stand_in_faces_config(path):
+    """A face-identity config of stand-in faces: training faces and, with other noise, validation faces."""
+    path.write_text("default_scope = 'mmanon'\n"
+                    "train_dataloader = dict(batch_size=16, dataset=dict(type='StandInFaceIdentityDataset', "
+                    "pipeline=[]))\n"
+                    "val_dataloader = dict(batch_size=16, dataset=dict(type='StandInFaceIdentityDataset', seed=1, "
+                    "pipeline=[]))\n")
     return str(path)

@@ -3,16 +3,12 @@ ones, writes what the metric's checkpoint attacker loads, and is deterministic."
 import math
 import os.path as osp
 
-import numpy as np
 import pytest
 import torch
-from mmaction.structures import ActionDataSample
-from torch.utils.data import Dataset
 
 from mmanon.datasets.toy_ava import generate_toy_ava, spec_from_preset
 from mmanon.evaluation.attackers import build_attacker
-from mmanon.registry import DATASETS
-from face_configs import write_face_config  # noqa: I100  (tests/tools is on sys.path)
+from face_configs import write_face_config, write_stand_in_faces_config  # noqa: I100  (tests/tools is on sys.path)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMOKE = osp.join(REPO, 'configs', 'detection', 'slowonly', 'slowonly_r18-smoke_1xb2-4x2x1-4i_ava-fixture-rgb.py')
@@ -41,6 +37,10 @@ def faces_data(tmp_path_factory):
     return out
 
 
+def training_faces(config):
+    return train_attacker.training_faces(train_attacker.parse_args([config, *FAST]), 'unused.pth')[0]
+
+
 def run(tmp_path, config, *flags):
     out = tmp_path / 'attacker.pth'
     assert train_attacker.main([config, '--out', str(out), *FAST, *flags]) == 0
@@ -67,16 +67,31 @@ def test_learns_identities_from_raw_faces(tmp_path, faces_data):
         assert torch.equal(value, saved['state_dict'][name]), name
     crops = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     assert attacker.embed(crops).shape == (3, 64)
+    # The training gallery: one template per class, in class order, each the normalised mean of its identity's
+    # normalised embeddings of the training faces (both parts), as the metric's raw gallery builds them.
+    assert meta['faces'] == 'anonymized' and saved['templates'].shape == (4, 64)
+    assert attacker.train_gallery[0].tolist() == [0, 1, 2, 3] and attacker.classes.tolist() == [0, 1, 2, 3]
+    faces = training_faces(write_face_config(tmp_path / 'raw.py', faces_data))
+    embeddings = torch.nn.functional.normalize(torch.from_numpy(attacker.embed(faces.anonymized_crops)), dim=1)
+    for identity in range(4):
+        template = torch.nn.functional.normalize(embeddings[faces.identities == identity].mean(0), dim=0)
+        torch.testing.assert_close(saved['templates'][identity], template, rtol=1e-4, atol=1e-5)
 
 
 def test_stays_at_chance_on_solid_masked_faces(tmp_path, faces_data):
-    meta = run(tmp_path, write_face_config(tmp_path / 'mask.py', faces_data, 'SolidMask'))['meta']
+    config = write_face_config(tmp_path / 'mask.py', faces_data, 'SolidMask')
+    meta = run(tmp_path, config)['meta']
     assert meta['anonymizer'] == 'SolidMask'
     # Every masked crop is the same black square, so the head can only name one identity for all of them; the
     # best it can do is the most frequent held-out identity.
     assert meta['held_out_accuracy'] <= meta['majority_rate'] + 1e-9
     assert meta['held_out_accuracy'] < fewest_correct_beyond_chance(meta['held_out_faces'], 0.25) / \
         meta['held_out_faces']
+    # The same faces, raw: a recogniser of the people as they look, whatever the config's anonymizer.
+    raw = run(tmp_path, config, '--faces', 'raw')['meta']
+    assert raw['faces'] == 'raw' and raw['anonymizer'] == 'SolidMask'
+    assert round(raw['held_out_accuracy'] * raw['held_out_faces']) >= fewest_correct_beyond_chance(
+        raw['held_out_faces'], raw['chance'])
 
 
 def test_same_seed_same_attacker(tmp_path, faces_data):
@@ -90,36 +105,9 @@ def test_same_seed_same_attacker(tmp_path, faces_data):
     assert any(not torch.equal(value, other['state_dict'][name]) for name, value in first['state_dict'].items())
 
 
-@DATASETS.register_module(name='StandInFaceIdentityDataset', force=True)
-class StandInFaceIdentityDataset(Dataset):
-    """Items as mmanon.FaceIdentityDataset gives them: a uint8 (3, H, W) face crop and its gt_label. Identity i
-    is a plain square of its own colour, under fresh noise per face."""
-
-    def __init__(self, num_identities=4, faces_per_identity=10, size=16, pipeline=(), test_mode=False):
-        self.test_mode = test_mode
-        rng = np.random.default_rng(0)
-        colours = rng.integers(30, 226, (num_identities, 3))
-        self.items = []
-        for identity in range(num_identities):
-            for _ in range(faces_per_identity):
-                crop = colours[identity][:, None, None] + rng.normal(0, 12, (3, size, size))
-                self.items.append((torch.from_numpy(crop.clip(0, 255).astype(np.uint8)), identity))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        crop, identity = self.items[index]
-        return dict(inputs=crop, data_samples=ActionDataSample().set_gt_label(identity))
-
-
 @pytest.mark.parametrize('anonymizer', ['IdentityAnonymizer', 'SolidMask'])
 def test_face_identity_dataset_source(tmp_path, anonymizer):
-    faces = tmp_path / 'faces.py'
-    faces.write_text("default_scope = 'mmanon'\n"
-                     "train_dataloader = dict(batch_size=16, dataset=dict(type='StandInFaceIdentityDataset', "
-                     "pipeline=[]))\n"
-                     'val_dataloader = dict(dataset=dict(pipeline=[]))\n')
+    faces = write_stand_in_faces_config(tmp_path / 'faces.py')
     # No CHECKPOINT: the handcrafted anonymizers have no weights; the detector's data never gets read.
     config = write_face_config(tmp_path / 'detector.py', anonymizer=anonymizer)
     meta = run(tmp_path, config, '--face-dataset', str(faces))['meta']

@@ -23,9 +23,15 @@ Faces come from one of two sources:
 Either way the anonymizer is the config's data preprocessor's, with the weights of CHECKPOINT (a checkpoint of
 ``tools/train.py``); handcrafted anonymizers have no weights, so CHECKPOINT may be left out for them.
 
+With ``--faces raw`` the attacker learns from the raw crops of the same faces instead: a recogniser of the
+benchmark's people as they look, against which the inversion attacker (``tools/analysis/train_inverter.py``)
+is trained and measured.
+
 The output is the attacker checkpoint that :class:`mmanon.evaluation.FacePrivacyMetric` loads with
 ``dict(type='checkpoint', checkpoint=OUT)``: ``dict(config=<head arguments>, state_dict=<weights>)``, plus
-``meta`` (the identities in class order and the held-out result). Example::
+``templates``, the per-identity templates of all the training faces (both parts) as the trained head embeds
+them, for the metric's training-gallery protocol, and ``meta`` (the identities in class order, which are also
+the templates' order, and the held-out result). Example::
 
     python tools/analysis/train_attacker.py \\
         configs/detection/slowonly/slowonly-pixelate_r18_1xb8-4x6x1-600i_toy-ava-rgb.py \\
@@ -51,30 +57,52 @@ from typing import Tuple  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.structures import InstanceData  # noqa: E402
 
 import mmanon  # noqa: F401,E402  (applies the compatibility fixes and registers mmanon's components)
 from mmanon.apis.anonymize_video import move_into_place  # noqa: E402
 from mmanon.apis.faces import clip_faces, collect_faces, crop_faces, face_loader, load_detector  # noqa: E402
+from mmanon.evaluation.functional import identity_templates  # noqa: E402
+from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor  # noqa: E402
 from mmanon.models.heads import FaceDiscriminatorHead  # noqa: E402
 from mmanon.utils import add_checkpoint_arguments, apply_checkpoint_arguments  # noqa: E402
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Train an adaptive attacker (a FaceDiscriminatorHead) from scratch to recognise the '
-        'identities of anonymized training faces, and save it in the format of the "checkpoint" attacker of '
-        'mmanon.FacePrivacyMetric.')
+OUT_FILE = 'adaptive_attacker.pth'
+
+
+def add_face_source_args(parser: argparse.ArgumentParser, out_file: str, what: str) -> None:
+    """The arguments that name where the training faces come from, shared with train_inverter.py."""
     parser.add_argument('config', help='detector config whose model.data_preprocessor is an '
                         'mmanon.AnonymizerDataPreprocessor; its train dataset is the face source unless '
                         '--face-dataset is given')
     parser.add_argument('checkpoint', nargs='?',
                         help='checkpoint of tools/train.py holding the anonymizer\'s weights; may be left out for '
                         'handcrafted anonymizers, which have none')
-    parser.add_argument('--out', help='attacker checkpoint to write (default: adaptive_attacker.pth beside '
-                        'CHECKPOINT, or in work_dirs/<config name>/ without one)')
+    parser.add_argument('--out', help=f'{what} to write (default: {out_file} beside CHECKPOINT, or in '
+                        'work_dirs/<config name>/ without one)')
     parser.add_argument('--face-dataset', metavar='FILE',
                         help='face-identity config whose train_dataloader.dataset (e.g. an '
                         'mmanon.FaceIdentityDataset), read with its val pipeline, gives the faces instead of the '
                         'detector\'s train set; the anonymizer is applied to each whole crop')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='device of the anonymizer and the network (default: cuda where available, else cpu)')
+    parser.add_argument('--num-workers', type=int,
+                        help='data loading processes (default: the config\'s train_dataloader.num_workers)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the detector config, key=value pairs such as '
+                        'model.data_preprocessor.face_crop_size="(64,64)"')
+    add_checkpoint_arguments(parser)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train an adaptive attacker (a FaceDiscriminatorHead) from scratch to recognise the '
+        'identities of anonymized training faces, and save it in the format of the "checkpoint" attacker of '
+        'mmanon.FacePrivacyMetric.')
+    add_face_source_args(parser, OUT_FILE, 'attacker checkpoint')
+    parser.add_argument('--faces', choices=['anonymized', 'raw'], default='anonymized',
+                        help='learn from the anonymized faces (the adaptive attacker) or from the raw ones (a '
+                        'recogniser of the raw faces, e.g. for the inversion attacker) (default: %(default)s)')
     parser.add_argument('--epochs', type=int, default=30, help='most training epochs (default: %(default)s)')
     parser.add_argument('--batch-size', type=int, default=32, help='faces per training step (default: %(default)s)')
     parser.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (default: %(default)s)')
@@ -104,14 +132,6 @@ def parse_args(argv=None):
                         'of 2 ** num_stages)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the split, the initialisation, the order '
                         'and the augmentation (default: %(default)s)')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='device of the anonymizer and the attacker (default: cuda where available, else cpu)')
-    parser.add_argument('--num-workers', type=int,
-                        help='data loading processes (default: the config\'s train_dataloader.num_workers)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the detector config, key=value pairs such as '
-                        'model.data_preprocessor.face_crop_size="(64,64)"')
-    add_checkpoint_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -136,6 +156,47 @@ def split_held_out(labels: np.ndarray, fraction: float, rng: np.random.Generator
         held_out.append(members[:int(fraction * len(members))])
     held_out = np.sort(np.concatenate(held_out))
     return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+class BestEpoch:
+    """The weights of the epoch with the best held-out result, and when to stop for lack of a better one.
+
+    Args:
+        patience (int): Epochs without a better result after which to stop; 0 never stops.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.epoch = None
+        self.result = None
+        self.state = None
+        self._key = None
+        self._stale = 0
+
+    def update(self, epoch: int, key: tuple, model: torch.nn.Module, line: str, **result) -> bool:
+        """Record an epoch (keeping its weights if ``key`` is the highest so far), print its line, and say
+        whether to stop.
+
+        Args:
+            epoch (int): The epoch, from 1.
+            key (tuple): What ranks epochs, higher is better.
+            model (nn.Module): The model, whose weights are copied when the epoch is the best.
+            line (str): The epoch's report, printed with the best epoch so far.
+            **result: What to remember of the epoch, as :attr:`result` when it is the best.
+
+        Returns:
+            bool: True when ``patience`` epochs in a row brought no better key.
+        """
+        if self._key is None or key > self._key:
+            self.epoch, self.result, self._key, self._stale = epoch, result, key, 0
+            self.state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        else:
+            self._stale += 1
+        print(f'{line} (best epoch {self.epoch})', flush=True)
+        if self.patience and self._stale >= self.patience:
+            print(f'no better held-out result for {self.patience} epochs; stopping', flush=True)
+            return True
+        return False
 
 
 def augment(crops: torch.Tensor, flip: bool, brightness: float, generator: torch.Generator) -> torch.Tensor:
@@ -188,7 +249,7 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, head_cfg: dict, args) 
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
 
-    best, best_key, best_state, stale = None, None, None, 0
+    best = BestEpoch(args.patience)
     for epoch in range(1, args.epochs + 1):
         head.train()
         order = train_inds[torch.randperm(len(train_inds), generator=generator)]
@@ -209,32 +270,26 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, head_cfg: dict, args) 
             key = (held_acc, -held_loss)
         else:
             held_acc, key = None, (epoch, )
-        if best_key is None or key > best_key:
-            best, best_key, stale = dict(epoch=epoch, accuracy=held_acc), key, 0
-            best_state = {name: value.detach().clone() for name, value in head.state_dict().items()}
-        else:
-            stale += 1
-        print(f'{line} (best epoch {best["epoch"]})', flush=True)
-        if args.patience and stale >= args.patience:
-            print(f'no better held-out result for {args.patience} epochs; stopping', flush=True)
+        if best.update(epoch, key, head, line, accuracy=held_acc):
             break
-    head.load_state_dict(best_state)
+    head.load_state_dict(best.state)
     majority = None
     if len(held_inds):
         majority = float(torch.bincount(held_labels).max()) / len(held_inds)
-    return head.eval(), dict(train_faces=len(train_inds), held_out_faces=len(held_inds), best_epoch=best['epoch'],
-                             held_out_accuracy=best['accuracy'], majority_rate=majority)
+    return head.eval(), dict(train_faces=len(train_inds), held_out_faces=len(held_inds), best_epoch=best.epoch,
+                             held_out_accuracy=best.result['accuracy'], majority_rate=majority)
 
 
-def save_attacker(path: str, head: FaceDiscriminatorHead, head_cfg: dict, meta: dict) -> None:
-    """Write the attacker checkpoint atomically: a crash never leaves a file that looks complete."""
+def save_model(path: str, model: torch.nn.Module, config: dict, meta: dict, **extra) -> None:
+    """Write ``dict(config, state_dict, meta, **extra)`` atomically: a crash never leaves a file that looks
+    complete. Tensors go to the CPU; everything must load with ``weights_only=True``."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=folder, suffix='.pth')
     os.close(fd)
     try:
-        state = {name: value.cpu() for name, value in head.state_dict().items()}
-        torch.save(dict(config=head_cfg, state_dict=state, meta=meta), temp)
+        state = {name: value.cpu() for name, value in model.state_dict().items()}
+        torch.save(dict(config=config, state_dict=state, meta=meta, **extra), temp)
         move_into_place(temp, path)
     except BaseException:
         os.remove(temp)
@@ -245,6 +300,47 @@ def default_input_size(crop_size, num_stages: int) -> Tuple[int, int]:
     """The crops' (h, w), each rounded to the nearest positive multiple of ``2 ** num_stages``."""
     stride = 2**num_stages
     return tuple(max(stride, int(round(size / stride)) * stride) for size in crop_size)
+
+
+def training_faces(args, out_file: str) -> Tuple[InstanceData, str, AnonymizerDataPreprocessor, str]:
+    """The identity-labelled training faces named by the face-source arguments (see
+    :func:`add_face_source_args`), raw and anonymized, on the CPU.
+
+    Args:
+        args (argparse.Namespace): The parsed flags.
+        out_file (str): File name of the default output.
+
+    Returns:
+        tuple: The faces (``identities``, ``raw_crops``, ``anonymized_crops``), a description of their source,
+        the detector's data preprocessor (with the checkpoint's weights, on ``args.device``) and the output
+        path (``args.out`` or the default).
+    """
+    config = Config.fromfile(args.config)
+    if args.cfg_options:
+        config.merge_from_dict(args.cfg_options)
+    out = args.out
+    if out is None:
+        folder = osp.dirname(args.checkpoint) if args.checkpoint else osp.join(
+            'work_dirs', osp.splitext(osp.basename(args.config))[0])
+        out = osp.join(folder, out_file)
+    preprocessor = load_detector(config, args.checkpoint, args.device, args.allow_missing_keys).data_preprocessor
+
+    if args.face_dataset:
+        source = args.face_dataset
+        loader = face_loader(Config.fromfile(args.face_dataset), 'train', args.num_workers)
+        faces_of_batch = crop_faces(preprocessor.anonymizer, args.device)
+    else:
+        source = f'train_dataloader.dataset of {args.config}'
+        loader = face_loader(config, 'train', args.num_workers)
+        faces_of_batch = clip_faces(preprocessor)
+    print(f'collecting the faces of {source}', flush=True)
+    return collect_faces(loader, faces_of_batch), source, preprocessor, out
+
+
+@torch.no_grad()
+def embed_all(head: torch.nn.Module, crops: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Embeddings of uint8 crops by a head in evaluation mode, in batches."""
+    return torch.cat([head(crops[i:i + batch_size].float()) for i in range(0, len(crops), batch_size)])
 
 
 def train_attacker(args) -> dict:
@@ -260,26 +356,7 @@ def train_attacker(args) -> dict:
         raise ValueError(f'--val-fraction must be in [0, 1), got {args.val_fraction}')
     if min(args.epochs, args.batch_size) < 1 or args.patience < 0 or args.brightness < 0:
         raise ValueError('--epochs and --batch-size must be positive, --patience and --brightness non-negative')
-    config = Config.fromfile(args.config)
-    if args.cfg_options:
-        config.merge_from_dict(args.cfg_options)
-    out = args.out
-    if out is None:
-        folder = osp.dirname(args.checkpoint) if args.checkpoint else osp.join(
-            'work_dirs', osp.splitext(osp.basename(args.config))[0])
-        out = osp.join(folder, 'adaptive_attacker.pth')
-    preprocessor = load_detector(config, args.checkpoint, args.device, args.allow_missing_keys).data_preprocessor
-
-    if args.face_dataset:
-        source = args.face_dataset
-        loader = face_loader(Config.fromfile(args.face_dataset), 'train', args.num_workers)
-        faces_of_batch = crop_faces(preprocessor.anonymizer, args.device)
-    else:
-        source = f'train_dataloader.dataset of {args.config}'
-        loader = face_loader(config, 'train', args.num_workers)
-        faces_of_batch = clip_faces(preprocessor)
-    print(f'collecting the anonymized faces of {source}', flush=True)
-    faces = collect_faces(loader, faces_of_batch)
+    faces, source, preprocessor, out = training_faces(args, OUT_FILE)
     identities, labels = np.unique(faces.identities.numpy(), return_inverse=True)
     if len(identities) < 2:
         raise ValueError(f'{source} has {len(faces)} faces of known identity from {len(identities)} identities; '
@@ -287,28 +364,33 @@ def train_attacker(args) -> dict:
                          'identity_source="entity"?)')
     print(f'{len(faces)} faces of {len(identities)} identities', flush=True)
 
-    crop_size = faces.anonymized_crops.shape[-2:]
+    crops = faces.get(f'{args.faces}_crops')
+    crop_size = crops.shape[-2:]
     head_cfg = dict(
         num_classes=len(identities),
         embed_dims=args.embed_dims,
         input_size=list(args.input_size or default_input_size(crop_size, args.num_stages)),
-        in_channels=int(faces.anonymized_crops.shape[1]),
+        in_channels=int(crops.shape[1]),
         base_channels=args.base_channels,
         num_stages=args.num_stages,
         num_blocks=args.num_blocks,
         classifier=args.classifier)
-    crops = faces.anonymized_crops.to(args.device)
+    crops = crops.to(args.device)
     head, summary = train_head(crops, torch.from_numpy(labels).to(args.device), head_cfg, args)
+    # The templates of every training face, so that the gallery has as many faces per identity as possible;
+    # their identities come sorted, as the classes do.
+    _, templates = identity_templates(embed_all(head, crops, args.batch_size).cpu().numpy(), faces.identities.numpy())
     meta = dict(
         summary,
         identities=identities.tolist(),
         chance=1 / len(identities),
+        faces=args.faces,
         anonymizer=type(preprocessor.anonymizer).__name__,
         config=args.config,
         checkpoint=args.checkpoint,
         face_dataset=args.face_dataset,
         seed=args.seed)
-    save_attacker(out, head, head_cfg, meta)
+    save_model(out, head, head_cfg, meta, templates=torch.from_numpy(templates).float())
     return dict(meta, out=out)
 
 

@@ -153,6 +153,10 @@ class AdversarialTrainingHook(Hook):
         return self.adversarial_weight * min(1., (iteration - self.warmup_iters + 1) / self.ramp_iters)
 
     def before_run(self, runner) -> None:
+        if runner.optim_wrapper is None or isinstance(runner.optim_wrapper, dict):
+            # A test or validation run of the training config (tools/test.py): the runner builds no optimizer
+            # wrapper and trains nobody, so there are no players to set up.
+            return
         if not isinstance(runner.optim_wrapper, OptimWrapper):
             raise TypeError('AdversarialTrainingHook needs the runner\'s optim_wrapper to be one OptimWrapper (the '
                             f'detector\'s), got {type(runner.optim_wrapper).__name__}')

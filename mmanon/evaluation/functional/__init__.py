@@ -1,7 +1,8 @@
-from .privacy import (l2_normalize, majority_rate, mean_pair_similarity, reidentification_top1, roc_auc,
-                      tar_at_far, verification_scores)
+from .privacy import (classification_top1, identity_templates, l2_normalize, leave_one_out_top1, majority_rate,
+                      mean_pair_similarity, reidentification_top1, roc_auc, tar_at_far, template_top1,
+                      verification_scores)
 
 __all__ = [
-    'l2_normalize', 'majority_rate', 'mean_pair_similarity', 'reidentification_top1', 'roc_auc', 'tar_at_far',
-    'verification_scores'
+    'classification_top1', 'identity_templates', 'l2_normalize', 'leave_one_out_top1', 'majority_rate',
+    'mean_pair_similarity', 'reidentification_top1', 'roc_auc', 'tar_at_far', 'template_top1', 'verification_scores'
 ]

@@ -4,12 +4,15 @@ Every function takes identity embeddings as numpy arrays (one row per face) and 
 similarity. In mmanon the *raw* embeddings come from the original faces and the *anonymized* ones from the same
 faces after anonymization; a good anonymizer drives every measure towards its chance level.
 """
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 import numpy as np
 
 # Norms below this count as zero, so that an all-zero embedding is compared as a zero vector, not as NaN.
 EPS = 1e-12
+# Cosine similarities this close count as equal when picking the most similar template.
+TIE = 1e-9
 
 
 def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
@@ -34,13 +37,75 @@ def _check_pairs(emb_a: np.ndarray, ids_a: np.ndarray, emb_b: np.ndarray, ids_b:
         raise ValueError(f'both sets need the same embedding size, got {emb_a.shape[1]} and {emb_b.shape[1]}')
 
 
+def identity_templates(embeddings: np.ndarray, identities: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """One template per identity: the mean of its L2-normalised embeddings, normalised again.
+
+    Args:
+        embeddings (np.ndarray): (N, E) embeddings.
+        identities (np.ndarray): (N,) their identities.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: The (K,) sorted distinct identities and their (K, E) templates, float64.
+    """
+    embeddings, identities = np.asarray(embeddings), np.asarray(identities)
+    _check_pairs(embeddings, identities, embeddings, identities)
+    distinct, members = np.unique(identities, return_inverse=True)
+    templates = np.zeros((len(distinct), embeddings.shape[1]))
+    np.add.at(templates, members, l2_normalize(embeddings))
+    return distinct, l2_normalize(templates)
+
+
+def _top1_credit(similarity: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per query (row), 1 when its own template (column ``own``) is the most similar, and 1/m when it is one of
+    m templates tied within ``TIE`` for the highest similarity: the expected top-1 when ties are broken at random.
+
+    Featureless queries (a solid mask) are equally similar to every template. Breaking such ties by order, or by
+    rounding in the last bit, would credit an attacker who learned nothing with the share of whichever identity
+    comes first; fractional credit gives them chance exactly, under every protocol.
+    """
+    tied = similarity >= similarity.max(axis=1, keepdims=True) - TIE
+    return tied[np.arange(len(own)), own] / tied.sum(axis=1)
+
+
+def template_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+                  templates: np.ndarray) -> Tuple[float, float]:
+    """Closed-set top-1 re-identification rate of queries against given identity templates.
+
+    Each query is assigned the identity of its most cosine-similar template (see :func:`identity_templates` for
+    templates); a query tied between m templates, its own among them, counts 1/m (the expected top-1 when ties
+    are broken at random, so that featureless queries score chance).
+
+    Args:
+        query_emb (np.ndarray): (Q, E) query embeddings.
+        query_ids (np.ndarray): (Q,) query identities.
+        gallery_ids (np.ndarray): (K,) the identities of the templates.
+        templates (np.ndarray): (K, E) one template per identity.
+
+    Returns:
+        tuple[float, float]: ``top1``, the fraction of queries whose identity is in the gallery that are
+        assigned their own identity (NaN when there are none), and ``chance``, 1 / the number of gallery
+        identities (NaN for an empty gallery).
+    """
+    query_emb, query_ids = np.asarray(query_emb), np.asarray(query_ids)
+    gallery_ids, templates = np.asarray(gallery_ids), np.asarray(templates)
+    _check_pairs(query_emb, query_ids, templates, gallery_ids)
+    if len(gallery_ids) == 0:
+        return float('nan'), float('nan')
+    in_gallery = np.isin(query_ids, gallery_ids)
+    chance = 1.0 / len(gallery_ids)
+    if not in_gallery.any():
+        return float('nan'), chance
+    own = np.array([np.flatnonzero(gallery_ids == identity)[0] for identity in query_ids[in_gallery]])
+    return float(np.mean(_top1_credit(l2_normalize(query_emb[in_gallery]) @ l2_normalize(templates).T, own))), chance
+
+
 def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_emb: np.ndarray,
                           gallery_ids: np.ndarray) -> Tuple[float, float]:
     """Closed-set top-1 re-identification rate of queries against a gallery of identity templates.
 
-    Each gallery identity has one template: the mean of its L2-normalised gallery embeddings, normalised
-    again. Each query is assigned the identity of its most cosine-similar template (the first one on a tie).
-    In mmanon the queries are the anonymized faces and the gallery the raw ones.
+    Each gallery identity has one template (:func:`identity_templates`); each query is assigned the identity of
+    its most cosine-similar template (:func:`template_top1`). In mmanon's raw-gallery protocol the queries are
+    the anonymized faces and the gallery the raw ones.
 
     Args:
         query_emb (np.ndarray): (Q, E) query embeddings.
@@ -49,27 +114,91 @@ def reidentification_top1(query_emb: np.ndarray, query_ids: np.ndarray, gallery_
         gallery_ids (np.ndarray): (G,) gallery identities.
 
     Returns:
-        tuple[float, float]: ``top1``, the fraction of queries whose identity is in the gallery that are
-        assigned their own identity (NaN when there are none), and ``chance``, 1 / the number of gallery
-        identities (NaN for an empty gallery).
+        tuple[float, float]: ``top1`` and ``chance``, as :func:`template_top1` returns them.
     """
-    query_emb, gallery_emb = np.asarray(query_emb), np.asarray(gallery_emb)
-    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
-    _check_pairs(query_emb, query_ids, gallery_emb, gallery_ids)
-    identities, members = np.unique(gallery_ids, return_inverse=True)
-    if len(identities) == 0:
-        return float('nan'), float('nan')
-    templates = np.zeros((len(identities), gallery_emb.shape[1]))
-    np.add.at(templates, members, l2_normalize(gallery_emb))
-    templates = l2_normalize(templates)
+    return template_top1(query_emb, query_ids, *identity_templates(gallery_emb, gallery_ids))
 
-    in_gallery = np.isin(query_ids, identities)
-    chance = 1.0 / len(identities)
-    if not in_gallery.any():
+
+def leave_one_out_top1(embeddings: np.ndarray, identities: np.ndarray,
+                       groups: Optional[np.ndarray] = None) -> Tuple[float, float, np.ndarray]:
+    """Top-1 re-identification of each face against templates of the faces outside its group.
+
+    The gallery is the faces themselves, each query's group (e.g. its video) left out of the templates, so
+    gallery and query never share a face, nor a video whose neighbouring keyframes would be near-copies of the
+    query: the anonymized-gallery protocol when both are anonymized faces of known identity (an attacker who
+    holds other anonymized faces of the same people). Identities with no face outside the query's group are
+    not candidates for it, and a query whose own identity is among them cannot be re-identified and is not
+    counted. Ties count as in :func:`template_top1`.
+
+    Args:
+        embeddings (np.ndarray): (N, E) embeddings.
+        identities (np.ndarray): (N,) their identities.
+        groups (np.ndarray, optional): (N,) the group of each face. Defaults to None, each face its own group.
+
+    Returns:
+        tuple[float, float, np.ndarray]: ``top1`` over the counted faces (NaN when none is), ``chance``, the
+        mean over the counted faces of 1 / their candidate identities (1 / the identities when none is counted;
+        NaN without faces), and the (N,) bool mask of the counted faces.
+    """
+    embeddings, identities = np.asarray(embeddings), np.asarray(identities)
+    _check_pairs(embeddings, identities, embeddings, identities)
+    groups = np.arange(len(identities)) if groups is None else np.asarray(groups)
+    if groups.shape != identities.shape:
+        raise ValueError(f'groups must be ({len(identities)},), one per face, got shape {groups.shape}')
+    distinct, members, counts = np.unique(identities, return_inverse=True, return_counts=True)
+    if len(distinct) == 0:
+        return float('nan'), float('nan'), np.zeros(0, dtype=bool)
+    normalised = l2_normalize(embeddings)
+    sums = np.zeros((len(distinct), embeddings.shape[1]))
+    np.add.at(sums, members, normalised)
+    similarity = normalised @ l2_normalize(sums).T
+    counted = np.zeros(len(identities), dtype=bool)
+    candidates = np.full(len(identities), len(distinct))
+    # Only the templates of the identities inside a group change when the group is left out: they are made
+    # again from the other faces, with the same normalisation as the rest (so that a featureless query still
+    # ties with every template, see _top1_credit), or removed when nothing is left of them.
+    for group in np.unique(groups):
+        inside = np.flatnonzero(groups == group)
+        present, inside_members = np.unique(members[inside], return_inverse=True)
+        rest = sums[present].copy()
+        np.subtract.at(rest, inside_members, normalised[inside])
+        left = counts[present] - np.bincount(inside_members, minlength=len(present))
+        block = normalised[inside] @ l2_normalize(rest).T
+        block[:, left == 0] = -np.inf
+        similarity[np.ix_(inside, present)] = block
+        counted[inside] = left[inside_members] > 0
+        candidates[inside] = len(distinct) - np.count_nonzero(left == 0)
+    if not counted.any():
+        return float('nan'), 1.0 / len(distinct), counted
+    top1 = np.mean(_top1_credit(similarity[counted], members[counted]))
+    # Summed exactly, so that equal chances average to themselves.
+    return float(top1), math.fsum(1.0 / candidates[counted]) / np.count_nonzero(counted), counted
+
+
+def classification_top1(predicted: np.ndarray, identities: np.ndarray,
+                        classes: np.ndarray) -> Tuple[float, float]:
+    """Closed-set top-1 accuracy of an identity classifier.
+
+    Args:
+        predicted (np.ndarray): (Q,) the identity the classifier names for each query.
+        identities (np.ndarray): (Q,) the true identities.
+        classes (np.ndarray): (K,) the identities the classifier knows.
+
+    Returns:
+        tuple[float, float]: ``top1`` over the queries whose identity is among the classes (NaN when none
+        is), and ``chance``, 1 / K (NaN without classes).
+    """
+    predicted, identities, classes = np.asarray(predicted), np.asarray(identities), np.asarray(classes)
+    if predicted.shape != identities.shape or predicted.ndim != 1:
+        raise ValueError(f'predicted and identities must both be (Q,), got shapes {predicted.shape} and '
+                         f'{identities.shape}')
+    if len(classes) == 0:
+        return float('nan'), float('nan')
+    known = np.isin(identities, classes)
+    chance = 1.0 / len(np.unique(classes))
+    if not known.any():
         return float('nan'), chance
-    similarity = l2_normalize(query_emb[in_gallery]) @ templates.T
-    assigned = identities[similarity.argmax(axis=1)]
-    return float(np.mean(assigned == query_ids[in_gallery])), chance
+    return float(np.mean(predicted[known] == identities[known])), chance
 
 
 def majority_rate(query_ids: np.ndarray, gallery_ids: np.ndarray) -> float:

@@ -291,6 +291,20 @@ def test_players_leave_the_detector_optimizer_and_step_their_own():
     assert hook.anonymizer_wrapper.optimizer.state and hook.discriminator_wrapper.optimizer.state
 
 
+@pytest.mark.parametrize('optim_wrapper', [None, dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))])
+def test_a_test_run_of_the_training_config_sets_up_no_players(optim_wrapper):
+    """tools/test.py runs the training config, hooks included, without building its optimizer wrapper (the
+    runner keeps the config, or None): the hook leaves the model and its optimizer alone instead of failing."""
+    model = build_detector()
+    hook = AdversarialTrainingHook()
+    hook.before_run(SimpleNamespace(model=model, optim_wrapper=optim_wrapper))
+    assert hook._forward_hook is None and not model._forward_hooks
+    assert all(p.requires_grad for p in model.data_preprocessor.parameters())
+    # A built wrapper of another kind is still refused.
+    with pytest.raises(TypeError, match='one OptimWrapper'):
+        hook.before_run(SimpleNamespace(model=model, optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.1)))
+
+
 def test_discriminator_takes_no_step_without_faces():
     model = build_detector()
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))

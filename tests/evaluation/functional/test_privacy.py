@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from mmanon.evaluation.functional import (l2_normalize, majority_rate, mean_pair_similarity, reidentification_top1, roc_auc,
-                                          tar_at_far, verification_scores)
+from mmanon.evaluation.functional import (classification_top1, identity_templates, l2_normalize, leave_one_out_top1,
+                                          majority_rate, mean_pair_similarity, reidentification_top1, roc_auc,
+                                          tar_at_far, template_top1, verification_scores)
 
 
 def clustered_faces(num_identities, faces_per_identity, noise, dims=32, seed=0):
@@ -54,6 +55,86 @@ def test_reidentification_counts_only_queries_in_gallery():
     assert top1 == pytest.approx(2 / 3)
     assert chance == pytest.approx(1 / 3)
     assert np.isnan(reidentification_top1(queries, np.full(4, 9), gallery, np.arange(3))[0])
+
+
+def test_templates_given_or_built_give_the_same_rate():
+    embeddings, ids = clustered_faces(6, 4, noise=1.5, seed=3)
+    queries, query_ids = clustered_faces(6, 3, noise=1.5, seed=3)
+    distinct, templates = identity_templates(embeddings, ids)
+    assert distinct.tolist() == list(range(6)) and templates.shape == (6, 32)
+    np.testing.assert_allclose(np.linalg.norm(templates, axis=1), 1.0)
+    # Stored templates need not be normalised (a checkpoint may hold sums).
+    assert template_top1(queries, query_ids, distinct, 3 * templates) == \
+        reidentification_top1(queries, query_ids, embeddings, ids)
+    assert np.isnan(template_top1(queries, query_ids, distinct[:0], templates[:0])[1])
+
+
+def test_featureless_queries_score_chance():
+    # Identical queries (a solid mask) are equally similar to templates that differ only by rounding: each tie
+    # between the four identities counts 1/4, whichever identity comes first or rounds highest, so an attacker
+    # who learned nothing scores chance even where one identity has most of the queries.
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=16)
+    gallery = np.stack([direction * (1 + 1e-12 * k) + 1e-13 * rng.normal(size=16) for k in range(4)])
+    queries = np.repeat(direction[None], 8, axis=0)
+    query_ids = np.array([0, 0, 0, 0, 0, 2, 1, 3])
+    assert template_top1(queries, query_ids, np.arange(4), gallery) == (0.25, 0.25)
+    # Leave-one-out: identities 1 to 3 have a single face, uncounted but still templates to tie with.
+    top1, chance, counted = leave_one_out_top1(queries, query_ids)
+    assert (top1, chance, counted.sum()) == (0.25, 0.25, 5)
+    # Tied between two templates, the own one among them: half a hit.
+    assert template_top1(np.array([[1.0, 1.0]]), np.array([7]), np.array([7, 8, 9]),
+                         np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])) == (0.5, 1 / 3)
+
+
+def test_leave_one_out_by_hand():
+    # Identity 0: two faces along x; identity 1: two faces along y; identity 2: one face, never a query.
+    embeddings = np.array([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [0.9, 0.44], [-1.0, 0.0]])
+    ids = np.array([0, 0, 1, 1, 2])
+    top1, chance, counted = leave_one_out_top1(embeddings, ids)
+    assert counted.tolist() == [True, True, True, True, False] and chance == pytest.approx(1 / 3)
+    # Face 3 is nearer identity 0's template than face 2 alone; the others find their own identity.
+    assert top1 == pytest.approx(3 / 4)
+    # A face left out of its own template: a single face per identity re-identifies nothing.
+    assert np.isnan(leave_one_out_top1(np.eye(3), np.arange(3))[0])
+
+
+def test_leave_one_out_is_at_chance_for_random_embeddings_and_perfect_for_clusters():
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.arange(10), 30)
+    assert leave_one_out_top1(rng.normal(size=(300, 32)), ids)[0] == pytest.approx(0.1, abs=0.04)
+    embeddings, ids = clustered_faces(8, 3, noise=0.05)
+    assert leave_one_out_top1(embeddings, ids)[:2] == (1.0, 1 / 8)
+
+
+def test_leave_one_out_leaves_out_the_query_group():
+    # Each face looks like the other faces of its video, not like its identity in other videos: face by face,
+    # a query's own identity template holds the query's video twins; video by video, nothing identifies it.
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(10), 6)
+    videos = np.repeat(np.arange(20), 3)
+    embeddings = rng.normal(size=(20, 64))[videos] + 0.01 * rng.normal(size=(60, 64))
+    assert leave_one_out_top1(embeddings, ids)[0] > 0.9
+    top1, chance, counted = leave_one_out_top1(embeddings, ids, videos)
+    assert counted.all() and chance == pytest.approx(0.1) and top1 < 0.3
+    # Identities seen in a single video (9 in video 18, 10 in video 19) have no gallery outside it: their faces
+    # are not counted; the other faces have all 11 identities as candidates.
+    single = ids.copy()
+    single[57:] = 10
+    top1, chance, counted = leave_one_out_top1(embeddings, single, videos)
+    assert counted.tolist() == [True] * 54 + [False] * 6
+    assert chance == pytest.approx(1 / 11)
+    with pytest.raises(ValueError, match='groups must be'):
+        leave_one_out_top1(embeddings, ids, videos[:5])
+
+
+def test_classification_top1():
+    predicted = np.array([0, 1, 1, 5, 2])
+    identities = np.array([0, 1, 2, 5, 9])  # identity 9 is not a class
+    assert classification_top1(predicted, identities, np.array([0, 1, 2, 5])) == (0.75, 0.25)
+    assert np.isnan(classification_top1(predicted, identities, np.array([7]))[0])
+    with pytest.raises(ValueError, match='must both be'):
+        classification_top1(predicted[:2], identities, np.arange(3))
 
 
 def test_roc_auc_by_hand():

@@ -1,0 +1,3 @@
+from .unet_inverter import UNetInverter
+
+__all__ = ['UNetInverter']
