@@ -60,7 +60,7 @@ DEFAULT_MARGIN = 2.0
 DEFAULT_FEATHER = 0.2
 DEFAULT_FPS = 30.0
 # Settings of the shipped detectors for photos and for video frames, where they differ from the class defaults;
-# chosen on the real-face evaluation (README, "Anonymize real videos").
+# chosen on the real-face evaluation (README, "Anonymize real videos and photos").
 DEFAULT_DETECTOR_OPTIONS = dict(centerface=dict(image=dict(input_scale=1.0), video=dict(input_scale=0.5)))
 # A face counts as covered when this share of its box was anonymized.
 COVERED_FRACTION = 0.9
