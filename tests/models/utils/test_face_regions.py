@@ -47,6 +47,18 @@ def test_moving_regions_are_cut_and_pasted_frame_by_frame_in_one_group():
     assert (out[inside] == -1).all() and torch.equal(out[~inside], clips[~inside])
 
 
+def _assert_paste_matches(clips, sample_inds, regions, patches, weights, blended, expected_clips, expected_patches):
+    """paste_regions gives ``blended`` exactly, and the gradients of the reference blending under ``weights``."""
+    ours_patches = [p.clone().requires_grad_() for p in patches]
+    ours_clips = clips.clone().requires_grad_()
+    pasted = paste_regions(ours_clips * 1, sample_inds, regions, ours_patches, 0.2)
+    (pasted * weights).sum().backward()
+    assert torch.equal(pasted, blended)
+    for ours, expected in zip(ours_patches, expected_patches):
+        torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+
+
 def test_paste_regions_matches_in_place_blending_with_overlaps():
     generator = torch.Generator().manual_seed(0)
     clips = torch.randn(2, 3, 4, 32, 40, generator=generator)
@@ -63,14 +75,7 @@ def test_paste_regions_matches_in_place_blending_with_overlaps():
         blended[n, :, :, y1:y2, x1:x2] = torch.lerp(blended[n, :, :, y1:y2, x1:x2], patch.transpose(0, 1), mask)
     (blended * weights).sum().backward()
 
-    ours_patches = [p.clone().requires_grad_() for p in patches]
-    ours_clips = clips.clone().requires_grad_()
-    pasted = paste_regions(ours_clips * 1, sample_inds, regions, ours_patches, 0.2)
-    (pasted * weights).sum().backward()
-    assert torch.equal(pasted, blended)
-    for ours, expected in zip(ours_patches, expected_patches):
-        torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
-    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+    _assert_paste_matches(clips, sample_inds, regions, patches, weights, blended, expected_clips, expected_patches)
 
 
 def test_paste_regions_of_tubes_matches_frame_by_frame_blending_with_overlaps():
@@ -105,14 +110,7 @@ def test_paste_regions_of_tubes_matches_frame_by_frame_blending_with_overlaps():
             blended[n, :, t, y1:y2, x1:x2] = torch.lerp(blended[n, :, t, y1:y2, x1:x2], patch[i], mask)
     (blended * weights).sum().backward()
 
-    ours_patches = [p.clone().requires_grad_() for p in patches]
-    ours_clips = clips.clone().requires_grad_()
-    pasted = paste_regions(ours_clips * 1, sample_inds, regions, ours_patches, 0.2)
-    (pasted * weights).sum().backward()
-    assert torch.equal(pasted, blended)
-    for ours, expected in zip(ours_patches, expected_patches):
-        torch.testing.assert_close(ours.grad, expected.grad, rtol=0, atol=1e-6)
-    torch.testing.assert_close(ours_clips.grad, expected_clips.grad, rtol=0, atol=1e-6)
+    _assert_paste_matches(clips, sample_inds, regions, patches, weights, blended, expected_clips, expected_patches)
 
 
 @pytest.mark.parametrize('moving', [False, True])
