@@ -58,9 +58,23 @@ def test_reference_faces_recall_and_coverage(evaluation):
 def test_leakage_tells_a_strong_method_from_a_weak_one(evaluation):
     rows, _, _ = evaluation
     assert rows['mask']['leakage'] == 0 and rows['blur']['leakage'] == 0
+    assert rows['mask']['leakage_identifiable'] == 0 and rows['blur']['leakage_identifiable'] == 0
     assert rows['mask']['median_distance'] > 0.6
     # Pixel noise leaves the face's structure: dlib still matches it.
     assert rows['noise']['leakage'] > 0 and rows['noise']['median_distance'] < 0.6
+
+
+def test_every_face_has_a_featureless_control(evaluation):
+    rows, out, _ = evaluation
+    for row in rows.values():
+        # The astronaut's face, large and sharp, is far from a flat region in the photo and in the video.
+        assert all(r['control_distance'] > 0.6 for r in row['records']), row['method']
+        assert row['identifiable'] == 3
+        # The control belongs to the face, not to the method.
+        assert [r['control_distance'] for r in row['records']] == [r['control_distance'] for r in
+                                                                    rows['mask']['records']]
+    assert '| identifiable faces | leakage, identifiable faces | leakage, all faces |' in (out /
+                                                                                         'results.md').read_text()
 
 
 def test_temporal_leakage_of_the_video(evaluation):
@@ -90,6 +104,40 @@ def test_leakage_compares_the_anonymized_image_at_the_raw_box():
     flat = raw.copy()
     flat[40:200, 140:290] = raw[40:200, 140:290].mean(axis=(0, 1))
     assert reference.distances(flat)[0] > 0.6
+
+
+def test_featureless_control_of_a_real_photo_is_far_from_the_face():
+    faces = eval_real_faces.DlibFaces()
+    skimage_data = pytest.importorskip('skimage.data')
+    raw = np.ascontiguousarray(skimage_data.astronaut())
+    box = np.array([[168, 69, 264, 165]], np.float32)
+    control = eval_real_faces.featureless_control(raw, box)
+    # The box enlarged twice about its centre, (120, 21)-(312, 213), is one flat colour, its mean; the rest is
+    # the raw image.
+    region = raw[21:213, 120:312].reshape(-1, 3)
+    assert (control[21:213, 120:312] == region.mean(axis=0).round()).all()
+    outside = np.ones(raw.shape[:2], bool)
+    outside[21:213, 120:312] = False
+    assert (control[outside] == raw[outside]).all()
+    assert (eval_real_faces.featureless_control(raw, box, 0)[21:213, 120:312] == 0).all()
+    reference = eval_real_faces.RawFaces(faces, raw, box)
+    distance = reference.control_distances(raw)[0]
+    # The closest of the controls in every colour.
+    assert distance == pytest.approx(min(reference.distances(eval_real_faces.featureless_control(raw, box, c))[0]
+                                         for c in eval_real_faces.CONTROL_COLOURS), abs=1e-6)
+    assert distance > 0.6
+
+
+def test_leakage_over_identifiable_faces():
+    distances = [0.50, 0.70, 0.55, 0.65, 0.30, 0.62]
+    # Faces 2, 4 and 5 are within 0.6 of their featureless control (0.6 itself is within): not identifiable.
+    controls = [0.80, 0.90, 0.50, 0.70, 0.59, 0.60]
+    figures = eval_real_faces.leakage_figures(distances, controls)
+    assert figures == dict(leakage=pytest.approx(3 / 6), identifiable=3, leakage_identifiable=pytest.approx(1 / 3))
+    assert eval_real_faces.leakage_figures([0.5], [0.4]) == dict(leakage=1.0, identifiable=0,
+                                                                 leakage_identifiable=None)
+    with pytest.raises(ValueError, match='2 distances against 1 control'):
+        eval_real_faces.leakage_figures([0.5, 0.7], [0.8])
 
 
 def test_no_media_is_an_error(tmp_path, capsys):
