@@ -259,6 +259,10 @@ class CenterFaceDetector:
         input_scale (float): Factor the frame is resized by before detection (boxes are mapped back); 0.5 is
             about 3.5 times faster and misses more of the faces smaller than about 20 pixels. Defaults to 1.0.
         nms_threshold (float): IoU above which the lower-scored of two boxes is dropped. Defaults to 0.3.
+        coarse_side (int, optional): When the resized frame's longer side is above this, a second pass on the
+            frame resized so that its longer side is ``coarse_side`` finds the faces too large for the network
+            at the first (a face of about a thousand pixels in a large photo is seen as its eyes and mouth);
+            the boxes of both passes are merged by non-maximum suppression. Defaults to None: one pass.
     """
 
     STRIDE = 4
@@ -268,10 +272,14 @@ class CenterFaceDetector:
                  model: Optional[str] = None,
                  score_threshold: float = 0.2,
                  input_scale: float = 1.0,
-                 nms_threshold: float = 0.3) -> None:
+                 nms_threshold: float = 0.3,
+                 coarse_side: Optional[int] = None) -> None:
         check_number('score_threshold', score_threshold, low=0, high=1, low_open=True, high_open=True)
         check_number('input_scale', input_scale, low=0, high=4, low_open=True)
         check_number('nms_threshold', nms_threshold, low=0, high=1, low_open=True)
+        if coarse_side is not None and not (isinstance(coarse_side, int) and coarse_side >= self.SIZE_MULTIPLE):
+            raise ValueError(f'coarse_side must be None or an int of at least {self.SIZE_MULTIPLE}, but got '
+                             f'{coarse_side!r}')
         self.model = default_centerface_model() if model is None else model
         if not osp.isfile(self.model):
             raise FileNotFoundError(f'CenterFace model {self.model} does not exist')
@@ -286,19 +294,38 @@ class CenterFaceDetector:
         self.score_threshold = float(score_threshold)
         self.input_scale = float(input_scale)
         self.nms_threshold = float(nms_threshold)
+        self.coarse_side = coarse_side
 
-    def input_size(self, height: int, width: int) -> tuple:
-        """The resized frame's ``(h, w)`` and the padded network input's ``(H, W)`` for a frame size."""
-        resized = (max(1, int(round(height * self.input_scale))), max(1, int(round(width * self.input_scale))))
+    def input_size(self, height: int, width: int, scale: Optional[float] = None) -> tuple:
+        """The resized frame's ``(h, w)`` and the padded network input's ``(H, W)`` for a frame size, at
+        ``scale`` (default: ``input_scale``)."""
+        scale = self.input_scale if scale is None else scale
+        resized = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
         padded = tuple(-(-s // self.SIZE_MULTIPLE) * self.SIZE_MULTIPLE for s in resized)
         return resized, padded
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         _check_frame(frame)
+        boxes = self.detect(frame, self.input_scale)
+        longer = max(frame.shape[:2])
+        if self.coarse_side is not None and longer * self.input_scale > self.coarse_side:
+            boxes = _nms(np.concatenate([boxes, self.detect(frame, self.coarse_side / longer)]), self.nms_threshold)
+        return boxes
+
+    def detect(self, frame: np.ndarray, scale: float) -> np.ndarray:
+        """One pass of the network on the frame resized by ``scale``.
+
+        Args:
+            frame (np.ndarray): (H, W, 3) uint8 BGR.
+            scale (float): Resize factor.
+
+        Returns:
+            np.ndarray: (K, 5) float32 boxes ``[x1, y1, x2, y2, score]`` in pixels of ``frame``.
+        """
         height, width = frame.shape[:2]
-        (in_h, in_w), (pad_h, pad_w) = self.input_size(height, width)
+        (in_h, in_w), (pad_h, pad_w) = self.input_size(height, width, scale)
         resized = frame if (in_h, in_w) == (height, width) else cv2.resize(
-            frame, (in_w, in_h), interpolation=cv2.INTER_AREA if self.input_scale < 1 else cv2.INTER_LINEAR)
+            frame, (in_w, in_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         # The model takes RGB values in [0, 255], unnormalised.
         padded = cv2.copyMakeBorder(resized, 0, pad_h - in_h, 0, pad_w - in_w, cv2.BORDER_CONSTANT, value=0)
         self.net.setInput(cv2.dnn.blobFromImage(padded, swapRB=True))

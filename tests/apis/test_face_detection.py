@@ -96,8 +96,26 @@ def test_centerface_keeps_one_box_per_face():
     assert (np.diff(boxes[:, 4]) <= 0).all()
 
 
+def test_centerface_coarse_pass_finds_a_face_filling_a_large_photo():
+    """A close-up portrait of 1920 pixels whose face is 960 pixels wide (the astronaut's face, enlarged ten
+    times): at full size the network sees parts of it, the coarse pass at 640 pixels the whole face."""
+    import cv2
+    left, top = 120, 21
+    close_up = cv2.resize(astronaut_bgr()[top:top + 192, left:left + 192], None, fx=10, fy=10,
+                          interpolation=cv2.INTER_CUBIC)
+    face = (ASTRONAUT_FACE - np.array([left, top, left, top])) * 10
+    one_pass = CenterFaceDetector()(close_up)
+    assert len(one_pass) == 0 or box_iou(one_pass[:, :4], face[None]).max() < 0.5
+    boxes = CenterFaceDetector(coarse_side=640)(close_up)
+    assert box_iou(boxes[:, :4], face[None]).max() > 0.5
+    # A frame no larger than coarse_side gets the one pass only.
+    small = astronaut_bgr()
+    np.testing.assert_array_equal(CenterFaceDetector(coarse_side=640)(small), CenterFaceDetector()(small))
+
+
 @pytest.mark.parametrize('kwargs', [dict(score_threshold=0), dict(score_threshold=float('nan')),
-                                    dict(input_scale=0), dict(input_scale=-1), dict(nms_threshold=0)])
+                                    dict(input_scale=0), dict(input_scale=-1), dict(nms_threshold=0),
+                                    dict(coarse_side=16), dict(coarse_side=640.0)])
 def test_centerface_rejects_invalid_options(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         CenterFaceDetector(**kwargs)
