@@ -51,7 +51,7 @@ def parse_args(argv=None):
                         'an image: an image file (format from its extension); for a folder: a new or empty folder '
                         '(images keep their names), or a video file to read the folder as frames of one video')
     parser.add_argument('--method', choices=METHODS, default='blur',
-                        help='blur (a box blur half the face region wide), pixelate, mask (solid) and noise (a '
+                        help='blur (a box blur 0.65 of the face region wide), pixelate, mask (solid) and noise (a '
                         'weak baseline, see the README) use configs/_base_/anonymizers/; learned needs '
                         '--checkpoint')
     parser.add_argument('--checkpoint', help='checkpoint of tools/train.py with a learned anonymizer '

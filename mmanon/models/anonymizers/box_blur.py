@@ -22,7 +22,9 @@ class BoxBlur(BaseBlur):
             to None: ``default_kernel_ratio`` when ``kernel_size`` is not given either.
     """
 
-    default_kernel_ratio = 0.5
+    # Measured on real faces (README, "How well real faces stay hidden"): 0.5 left a 69-pixel face of 114
+    # identifiable ones within dlib's 0.6, 0.65 none.
+    default_kernel_ratio = 0.65
 
     def filter(self, padded: Tensor, size_h: int, size_w: int) -> Tensor:
         return _window_mean(_window_mean(padded, size_h, dim=-2), size_w, dim=-1)
