@@ -590,19 +590,18 @@ def frame_detections(detect, media, reference) -> Dict[str, Dict[int, np.ndarray
 def format_table(rows: List[dict]) -> str:
     """The Markdown table of the rows."""
     videos = sorted({v for row in rows for v in row['worst_track']})
-    header = ('| method | faces | detector recall | coverage | identifiable faces | leakage, identifiable faces | '
-              'leakage, all faces | median distance | ' +
-              ' | '.join(f'{v}: worst track uncovered/seen (tracks)' for v in videos) + ' |')
-    lines = [header, '|' + '---|' * (8 + len(videos))]
+    header = ['method', 'faces', 'detector recall', 'coverage', 'identifiable faces', 'leakage, identifiable faces',
+              'leakage, all faces', 'median distance'] + [f'{v}: worst track uncovered/seen (tracks)' for v in videos]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for row in rows:
-        cells = []
+        cells = [row['method'], str(row['faces']), f'{row["recall"]:.1%}', f'{row["coverage"]:.1%}',
+                 str(row['identifiable']), percent(row['leakage_identifiable']), f'{row["leakage"]:.1%}',
+                 f'{row["median_distance"]:.3f}']
         for v in videos:
             w = row['worst_track'].get(v)
             cells.append('' if w is None else f'{w["uncovered"]}/{w["seen"]}' +
                          (f' ({w["tracks"]})' if w.get('tracks') is not None else ''))
-        lines.append(f'| {row["method"]} | {row["faces"]} | {row["recall"]:.1%} | {row["coverage"]:.1%} | '
-                     f'{row["identifiable"]} | {percent(row["leakage_identifiable"])} | {row["leakage"]:.1%} | '
-                     f'{row["median_distance"]:.3f} | ' + ' | '.join(cells) + ' |')
+        lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -646,15 +645,16 @@ def main(argv=None):
     seen = {path: seen_faces(path, cache, reference[path], log) for path in media['videos']}
     log('detections of the tool\'s detector on the reference frames')
     ours = tool_detections(args.options, media, reference)
+    # Outputs keep the inputs' paths below their common folder (a lone file's folder).
+    root = osp.commonpath([osp.abspath(p) if osp.isdir(p) else osp.dirname(osp.abspath(p)) for p in args.inputs])
     rows, raw_faces = [], {}
     for method in args.methods:
         outputs = osp.join(args.out_dir, 'outputs', method)
 
         def produce(path, indices, method=method, outputs=outputs):
-            name = osp.splitext(osp.relpath(osp.abspath(path), osp.commonpath([osp.abspath(p) for p in args.inputs])
-                                            if len(args.inputs) > 1 else osp.abspath(args.inputs[0])))[0]
+            name = osp.splitext(osp.relpath(osp.abspath(path), root))[0]
             ext = '.mp4' if is_video(path) else osp.splitext(path)[1]
-            return run_mmanon(method, args.options, path, osp.join(outputs, (name or 'output') + ext), indices)
+            return run_mmanon(method, args.options, path, osp.join(outputs, name + ext), indices)
 
         rows.append(evaluate_method(method, produce, media, reference, seen, ours, faces, raw_faces, log))
         save_results(args.out_dir, args.options, rows, log)
