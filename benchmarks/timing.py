@@ -3,7 +3,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -20,34 +20,50 @@ def median_seconds(step: Callable, inputs: Sequence, warmup: int, device: str) -
     Returns:
         float: Seconds.
     """
-    return median_seconds_in_turn(dict(step=step), inputs, warmup, device)['step']
+    return statistics.median(seconds_in_turn(dict(step=step), inputs, warmup, device)['step'])
 
 
-def median_seconds_in_turn(steps: Dict[str, Callable], inputs: Sequence, warmup: int, device: str) -> Dict[str, float]:
-    """Like :func:`median_seconds` for several steps that take turns on each input, so that all of them see the
-    same load of the machine.
+def seconds_in_turn(steps: Dict[str, Callable], inputs: Sequence, warmup: int, device: str) -> Dict[str, List[float]]:
+    """The wall-clock time of each call of several steps that take turns on each input, so that all of them see
+    the same load of the machine.
+
+    The order of the turns rotates from one input to the next (for two steps: A B, B A, A B, ...), so that no step
+    always runs right after the same other one (whose caches, allocations and heat it would inherit), and the
+    i-th times of all steps were taken side by side: their ratios pair up iteration by iteration.
 
     Args:
-        steps (dict[str, callable]): What to time, by name; each is called once per input, in this order.
+        steps (dict[str, callable]): What to time, by name; each is called once per input.
         inputs (Sequence): The inputs, in order.
-        warmup (int): How many of the first inputs warm caches and allocators up without being timed.
+        warmup (int): How many of the first inputs warm caches and allocators up, for every step, without being
+            timed.
         device (str): Where the work runs; CUDA work is synchronised around each call.
 
     Returns:
-        dict[str, float]: Seconds, by name.
+        dict[str, list[float]]: Seconds of each timed call, by name, in the order of the inputs.
     """
     times = {name: [] for name in steps}
+    names = list(steps)
     for i, x in enumerate(inputs):
-        for name, step in steps.items():
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
             if device.startswith('cuda'):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            step(x)
+            steps[name](x)
             if device.startswith('cuda'):
                 torch.cuda.synchronize()
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def quartiles(values: Sequence[float]) -> Tuple[float, float, float]:
+    """The first quartile, the median and the third quartile of ``values`` (a single value for all three when
+    there is one)."""
+    if len(values) < 2:
+        return (values[0], ) * 3
+    first, median, third = statistics.quantiles(values, n=4, method='inclusive')
+    return first, median, third
 
 
 def machine() -> str:

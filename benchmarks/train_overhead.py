@@ -8,8 +8,11 @@ full weight in every iteration (no warm-up, one D step per adversarial step of M
 iteration). Both train on identical synthetic batches shaped like the config's training clips (clip length and
 crop size read from its train pipeline), with 2 persons per clip whose faces carry identities (with ``--motion``,
 face tubes whose boxes move that many pixels a frame, so every frame has a region of its own, as the dataset
-gives them), the two set-ups taking turns iteration by iteration so that both see the same load of the machine.
-The median time of ``--iters`` iterations after ``--warmup`` is printed, with the ratio.
+gives them), the two set-ups taking turns iteration by iteration, which of them goes first alternating, so that
+both see the same load of the machine. After ``--warmup`` untimed iterations of each, ``--iters`` are timed; the
+median time per iteration of each set-up is printed with its quartiles and the ratio of the medians, and the
+ratio of each adversarial iteration to the stock one timed beside it, with its median, quartiles and range (the
+spread of the figure).
 
     python benchmarks/train_overhead.py
     python benchmarks/train_overhead.py --motion 3
@@ -19,6 +22,7 @@ import argparse
 import copy
 import logging
 import os.path as osp
+import statistics
 import sys
 
 import torch
@@ -32,7 +36,7 @@ import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.model
 from mmaction.registry import MODELS  # noqa: E402
 from mmaction.structures import ActionDataSample  # noqa: E402
 from mmanon.registry import HOOKS, build_in_scope  # noqa: E402
-from timing import machine, median_seconds_in_turn  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
+from timing import machine, quartiles, seconds_in_turn  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.join(REPO, 'configs/detection/slowonly/slowonly-adversarial_r18_1xb8-4x6x1-600i_toy-ava-rgb.py')
@@ -45,8 +49,9 @@ def parse_args():
     parser.add_argument('--batch-size', type=int, help='clips per batch (default: the config\'s)')
     parser.add_argument('--motion', type=float, default=0.,
                         help='pixels a frame that each face moves, as face tubes (default: 0, keyframe boxes)')
-    parser.add_argument('--iters', type=int, default=10, help='timed iterations; the median is reported')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
+    parser.add_argument('--iters', type=int, default=20,
+                        help='timed iterations of each set-up; medians and quartiles are reported (default: 20)')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed iterations of each set-up first (default: 3)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda (default: cpu)')
     parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
     return parser.parse_args()
@@ -125,15 +130,23 @@ def main():
         adversarial.train_step(batch, optim_wrappers['adversarial'])
         hook.after_step(adversarial, optim_wrappers['adversarial'], iteration)
 
-    results = median_seconds_in_turn({'stock detector': stock_step, 'adversarial': adversarial_step},
-                                     list(enumerate(batches)), args.warmup, args.device)
+    times = seconds_in_turn({'stock detector': stock_step, 'adversarial': adversarial_step},
+                            list(enumerate(batches)), args.warmup, args.device)
+    stock_median = statistics.median(times['stock detector'])
+    # Each adversarial iteration against the stock one timed beside it: the load they shared cancels out.
+    paired = [a / s for a, s in zip(times['adversarial'], times['stock detector'])]
     print(f'python {" ".join(sys.argv)}')
     print(f'config {osp.relpath(args.config, REPO)}, batch {batch_size} x (3, {", ".join(map(str, clip_shape(cfg)))}), '
-          f'faces moving {args.motion:g} pixels a frame, device {args.device}, {machine()}')
-    print('| set-up | s per iteration | x stock |')
-    print('|---|---:|---:|')
-    for name, seconds in results.items():
-        print(f'| {name} | {seconds:.3f} | {seconds / results["stock detector"]:.2f} |')
+          f'faces moving {args.motion:g} pixels a frame, device {args.device}, {args.iters} iterations each after '
+          f'{args.warmup} of warm-up, {machine()}')
+    print('| set-up | s per iteration (median) | quartiles | x stock (ratio of medians) |')
+    print('|---|---:|---:|---:|')
+    for name, values in times.items():
+        first, median, third = quartiles(values)
+        print(f'| {name} | {median:.3f} | {first:.3f}-{third:.3f} | {median / stock_median:.2f} |')
+    first, median, third = quartiles(paired)
+    print(f'adversarial / stock, iteration by iteration: median {median:.3f}, quartiles {first:.3f}-{third:.3f}, '
+          f'range {min(paired):.3f}-{max(paired):.3f}')
 
 
 if __name__ == '__main__':

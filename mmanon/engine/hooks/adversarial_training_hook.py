@@ -409,9 +409,9 @@ class AdversarialTrainingHook(Hook):
             (measured before the step).
         """
         (face_scale, ) = global_mean_scales(len(faces), device=faces.raw.device)
-        raw = discriminator.loss(faces.raw, faces.identities)
-        anonymized = discriminator.loss(faces.anonymized, faces.identities)
-        loss = raw['loss_identity'] + anonymized['loss_identity']
+        # Raw and anonymized faces in one forward pass of D (its outputs are per face).
+        losses = discriminator.loss([faces.raw, faces.anonymized], faces.identities)
+        loss = losses['loss_identity']
         grads = torch.autograd.grad(loss * (len(faces) * face_scale * loss_factor), list(discriminator.parameters()))
         if self._discriminator_grads is None:
             self._discriminator_grads = list(grads)
@@ -422,7 +422,8 @@ class AdversarialTrainingHook(Hook):
         self._faces_in_window = self._faces_in_window or face_scale > 0
         scalars = dict(adv_loss_discriminator=loss.detach())
         if len(faces):
-            scalars.update(adv_acc_raw=raw['acc_identity'], adv_acc_anonymized=anonymized['acc_identity'])
+            accuracy_raw, accuracy_anonymized = losses['acc_identity']
+            scalars.update(adv_acc_raw=accuracy_raw, adv_acc_anonymized=accuracy_anonymized)
         return scalars
 
     def _step_discriminator(self, discriminator) -> dict:

@@ -194,35 +194,57 @@ class FaceDiscriminatorHead(BaseModule):
         cosine[rows, labels[rows]] = with_margin
         return cosine
 
-    def loss(self, crops: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def loss(self, crops: Union[torch.Tensor, Sequence[torch.Tensor]],
+             labels: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Identity classification loss and accuracy.
 
+        Several groups of crops of the same faces (raw and anonymized, say) can share one forward pass: D has
+        no normalisation layers, so each crop's logits do not depend on the rest of its batch, and one pass
+        over all groups costs fewer, larger operations than one per group.
+
         Args:
-            crops (Tensor): (N, C, h, w) float pixel values in [0, 255]; N may be 0.
+            crops (Tensor | Sequence[Tensor]): (N, C, h, w) float pixel values in [0, 255]; N may be 0. Or
+                a sequence of G such groups, each of N crops labelled by ``labels``, all of one size.
             labels (Tensor): (N,) identity labels in [0, num_classes); negative labels mark unknown
                 identities, which count in neither loss nor accuracy.
 
         Returns:
             dict[str, Tensor]: ``loss_identity``, the cross-entropy over known samples times ``loss_weight``
-            (a zero still connected to every parameter when there are none, so callers can always
-            backward), and ``acc_identity``, the top-1 accuracy of the margin-free logits in [0, 1] (0 when
-            no sample is known), without grad.
+            (for groups, the sum of each group's; a zero still connected to every parameter when there are no
+            known samples, so callers can always backward), and ``acc_identity``, the top-1 accuracy of the
+            margin-free logits in [0, 1] (0 when no sample is known), without grad; for groups, a (G,) tensor
+            of each group's accuracy.
         """
-        labels = labels.to(device=crops.device, dtype=torch.long)
-        if labels.shape != crops.shape[:1]:
-            raise ValueError(f'labels must be ({crops.shape[0]},) for {crops.shape[0]} crops, '
-                             f'got shape {tuple(labels.shape)}')
+        grouped = not isinstance(crops, torch.Tensor)
+        groups = list(crops) if grouped else [crops]
+        if not groups:
+            raise ValueError('crops must be a tensor or a non-empty sequence of tensors, got an empty sequence')
+        labels = labels.to(device=groups[0].device, dtype=torch.long)
+        for group in groups:
+            if labels.shape != group.shape[:1]:
+                raise ValueError(f'labels must be ({group.shape[0]},) for {group.shape[0]} crops, '
+                                 f'got shape {tuple(labels.shape)}')
         if (labels >= self.num_classes).any():
             raise ValueError(f'labels must be below num_classes={self.num_classes}, got {labels.max().item()}')
-        embeddings = self(crops)
+        embeddings = self(torch.cat(groups) if grouped else crops)
         logits = self.logits(embeddings)
         known = labels >= 0
         if not known.any():
-            return dict(loss_identity=logits.sum() * 0, acc_identity=logits.new_zeros(()))
-        train_logits = self.logits(embeddings, labels) if self.classifier == 'arcface' else logits
-        loss = F.cross_entropy(train_logits[known], labels[known]) * self.loss_weight
-        accuracy = (logits.detach()[known].argmax(dim=1) == labels[known]).float().mean()
-        return dict(loss_identity=loss, acc_identity=accuracy)
+            accuracy = logits.new_zeros((len(groups), )) if grouped else logits.new_zeros(())
+            return dict(loss_identity=logits.sum() * 0, acc_identity=accuracy)
+        if self.classifier == 'arcface':
+            train_logits = self.logits(embeddings, labels.repeat(len(groups)))
+        else:
+            train_logits = logits
+        # Each group's mean, as a separate call per group would give.
+        losses, accuracies = [], []
+        for group_logits, group_train_logits in zip(logits.detach().chunk(len(groups)),
+                                                    train_logits.chunk(len(groups))):
+            losses.append(F.cross_entropy(group_train_logits[known], labels[known]) * self.loss_weight)
+            accuracies.append((group_logits[known].argmax(dim=1) == labels[known]).float().mean())
+        if not grouped:
+            return dict(loss_identity=losses[0], acc_identity=accuracies[0])
+        return dict(loss_identity=sum(losses[1:], losses[0]), acc_identity=torch.stack(accuracies))
 
     def predict(self, crops: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Embeddings and identity probabilities of face crops (margin-free).

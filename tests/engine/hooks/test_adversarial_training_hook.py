@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces
 from mmanon.engine.hooks import AdversarialTrainingHook
 from mmanon.models import AnonymizerDataPreprocessor
+from mmanon.models.data_preprocessors import FaceBatch
 from mmanon.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -133,6 +134,36 @@ def test_discriminator_steps_lower_its_loss():
     after = discriminator_loss(preprocessor, 'raw') + discriminator_loss(preprocessor, 'anonymized')
     assert after < 0.5 * before
     assert scalars['adv_acc_raw'] == 1.0
+
+
+def test_discriminator_gradient_is_that_of_its_loss_on_raw_and_anonymized_faces():
+    preprocessor = make_players()
+    hook = AdversarialTrainingHook(discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=3e-3)))
+    hook.attach(SimpleNamespace(data_preprocessor=preprocessor, register_forward_hook=lambda *a, **k: None),
+                OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
+    for _ in range(10):  # a discriminator that knows the identities
+        preprocessor(fixed_faces_batch(), True)
+        preprocessor.pop_losses()
+        hook.discriminator_step(preprocessor.discriminator, preprocessor.train_faces)
+    discriminator = preprocessor.discriminator
+    # Anonymized faces that show another identity, so that the two accuracies differ.
+    raw_faces = preprocessor.train_faces
+    faces = FaceBatch(raw_faces.raw, raw_faces.raw.roll(1, dims=0), raw_faces.identities, raw_faces.sample_inds)
+    # L_D = CE(D(f), y) + CE(D(M(f)), y), each D pass on its own, as the hook computed it before it ran
+    # both in one pass.
+    raw = discriminator.loss(faces.raw, faces.identities)
+    anonymized = discriminator.loss(faces.anonymized, faces.identities)
+    expected = torch.autograd.grad(raw['loss_identity'] + anonymized['loss_identity'],
+                                   list(discriminator.parameters()))
+    scalars = hook._accumulate_discriminator(discriminator, faces, loss_factor=0.5)
+    # The mean over the batch's faces (on one process, the factor of the sum is 1 / faces), equal to float
+    # rounding: D's weight gradients are summed over both groups at once.
+    for grad, reference in zip(hook._discriminator_grads, expected):
+        torch.testing.assert_close(grad, reference * 0.5, rtol=0, atol=1e-5 * reference.abs().max().item())
+    torch.testing.assert_close(scalars['adv_loss_discriminator'],
+                               (raw['loss_identity'] + anonymized['loss_identity']).detach(), rtol=1e-6, atol=0)
+    assert scalars['adv_acc_raw'] == raw['acc_identity']
+    assert scalars['adv_acc_anonymized'] == anonymized['acc_identity'] != raw['acc_identity']
 
 
 @pytest.mark.parametrize('adversarial_loss', ['negative_ce', 'embedding', 'uniform'])

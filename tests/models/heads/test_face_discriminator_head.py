@@ -128,6 +128,31 @@ def test_unknown_identities_are_ignored():
 
 
 @pytest.mark.parametrize('classifier', ['softmax', 'arcface'])
+def test_groups_in_one_pass_match_one_call_per_group(classifier):
+    head = make_head(classifier, loss_weight=0.5)
+    raw = identity_batch(torch.tensor([0, 2, 0, 3, 2]))
+    # Labels that the head predicts for the raw crops, and anonymized crops of other colours, so that the two
+    # groups' accuracies differ.
+    labels = head.predict(raw)[1].argmax(dim=1)
+    labels[2] = -1
+    anonymized = identity_batch(torch.tensor([2, 0, 0, 3, 0]), seed=1)
+    params = list(head.parameters())
+    separate = [head.loss(crops, labels) for crops in (raw, anonymized)]
+    expected = separate[0]['loss_identity'] + separate[1]['loss_identity']
+    expected_grads = torch.autograd.grad(expected, params)
+    grouped = head.loss([raw, anonymized], labels)
+    grads = torch.autograd.grad(grouped['loss_identity'], params)
+    torch.testing.assert_close(grouped['loss_identity'], expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grouped['acc_identity'], torch.stack([r['acc_identity'] for r in separate]))
+    assert grouped['acc_identity'][0] == 1 and grouped['acc_identity'][1] < 1
+    # The same sums in another order: equal to float rounding, relative to each gradient's scale.
+    for grad, reference in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, reference, rtol=0, atol=1e-5 * reference.abs().max().item())
+    none_known = head.loss([raw[:2], anonymized[:2]], torch.tensor([-1, -1]))
+    assert none_known['loss_identity'].item() == 0 and none_known['acc_identity'].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize('classifier', ['softmax', 'arcface'])
 @pytest.mark.parametrize('labels', [torch.zeros(0, dtype=torch.long), torch.tensor([-1, -1])])
 def test_no_known_face_gives_zero_loss_that_can_backward(classifier, labels):
     head = make_head(classifier)
@@ -163,3 +188,5 @@ def test_invalid_inputs_are_explained():
         head(torch.rand(2, 1, 20, 20))
     with pytest.raises(ValueError, match='labels must be below num_classes=4'):
         head.loss(torch.rand(1, 3, 20, 20), torch.tensor([4]))
+    with pytest.raises(ValueError, match=r'labels must be \(2,\) for 2 crops'):
+        head.loss([torch.rand(1, 3, 20, 20), torch.rand(2, 3, 20, 20)], torch.tensor([0]))
