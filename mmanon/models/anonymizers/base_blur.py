@@ -1,5 +1,5 @@
 from abc import abstractmethod
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,9 +19,10 @@ class BaseBlur(BaseAnonymizer):
     along that axis only, to the largest odd length that fits, so tiny faces are still blurred as much as they
     can be and a 1x1 crop is left as it is. The blur is differentiable and runs on the crops' device.
 
-    Float32 crops on the CPU that need no gradient (evaluation, the video tool) are filtered by OpenCV, which
-    computes the same sums several times faster; the two paths agree to float rounding (tested to 1e-3 grey
-    levels), so a frame anonymized either way rounds to the same pixels but for the rare value at a .5 boundary.
+    Float32 crops on the CPU that need no gradient (evaluation) are filtered by OpenCV, which computes the same
+    sums several times faster; the two paths agree to float rounding (tested to 1e-3 grey levels), so a frame
+    anonymized either way rounds to the same pixels but for the rare value at a .5 boundary. The video tool
+    filters its uint8 frames directly, see :meth:`anonymize_bgr`.
 
     Args:
         kernel_size (int, optional): Odd length of the kernel in pixels, for every crop. Defaults to None.
@@ -62,21 +63,40 @@ class BaseBlur(BaseAnonymizer):
 
     @abstractmethod
     def opencv_filter(self, image: np.ndarray, size_h: int, size_w: int) -> np.ndarray:
-        """:meth:`filter` done by OpenCV on one float32 image, with reflected borders.
+        """:meth:`filter` done by OpenCV on one image, with reflected borders.
 
         Args:
-            image (np.ndarray): ``(h, w, C)`` float32, C <= 4.
+            image (np.ndarray): ``(h, w, C)`` float32 or uint8, C <= 4.
             size_h (int): Odd kernel length along the height.
             size_w (int): Odd kernel length along the width.
 
         Returns:
-            np.ndarray: ``(h, w, C)`` float32.
+            np.ndarray: ``(h, w, C)`` of the image's dtype (a uint8 result is rounded).
         """
+
+    def kernel_lengths(self, height: int, width: int) -> Tuple[int, int]:
+        """The odd kernel lengths along the height and the width of a crop of ``height x width`` pixels."""
+        length = self.kernel_size or relative_length(self.kernel_ratio, height, width, odd=True)
+        return self._fit(length, height), self._fit(length, width)
+
+    def anonymize_bgr(self, image: np.ndarray) -> np.ndarray:
+        """The blur of one uint8 image, by OpenCV in uint8, for the video tool.
+
+        The same kernels as :meth:`anonymize`; OpenCV rounds the filtered values to whole grey levels, so a region
+        blended from this patch differs by at most one grey level from one blended from the float patch.
+
+        Args:
+            image (np.ndarray): ``(h, w, 3)`` uint8, any channel order (every channel is filtered alike); a
+                view into a frame is fine.
+
+        Returns:
+            np.ndarray: A new ``(h, w, 3)`` uint8 image.
+        """
+        return self.opencv_filter(image, *self.kernel_lengths(*image.shape[:2]))
 
     def anonymize(self, crops: Tensor) -> Tensor:
         height, width = crops.shape[-2:]
-        length = self.kernel_size or relative_length(self.kernel_ratio, height, width, odd=True)
-        size_h, size_w = self._fit(length, height), self._fit(length, width)
+        size_h, size_w = self.kernel_lengths(height, width)
         if (crops.device.type == 'cpu' and crops.dtype == torch.float32 and crops.shape[1] <= 4
                 and not (torch.is_grad_enabled() and crops.requires_grad)):
             images = crops.permute(0, 2, 3, 1).contiguous().numpy()

@@ -1,5 +1,7 @@
-from typing import Optional
+from typing import Optional, Tuple
 
+import cv2
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -40,10 +42,42 @@ class Pixelate(BaseAnonymizer):
         self.block_size = block_size
         self.block_ratio = block_ratio
 
+    def block(self, height: int, width: int) -> Tuple[int, int]:
+        """The block's ``(h, w)`` in a crop of ``height x width`` pixels (a block never exceeds the crop)."""
+        side = self.block_size or relative_length(self.block_ratio, height, width)
+        return min(side, height), min(side, width)
+
+    def anonymize_bgr(self, image: np.ndarray) -> np.ndarray:
+        """The pixelation of one uint8 image, with NumPy and OpenCV, for the video tool.
+
+        The same blocks as :meth:`anonymize`, their means rounded to whole grey levels, so a region blended
+        from this patch differs by at most one grey level from one blended from the float patch.
+
+        Args:
+            image (np.ndarray): ``(h, w, 3)`` uint8, any channel order; a view into a frame is fine.
+
+        Returns:
+            np.ndarray: A new ``(h, w, 3)`` uint8 image.
+        """
+        height, width = image.shape[:2]
+        block_h, block_w = self.block(height, width)
+        # Block edges, the last block cut short by the border; the sum over a block is four values of the
+        # integral image, whatever its size.
+        rows = np.append(np.arange(0, height, block_h), height)
+        cols = np.append(np.arange(0, width, block_w), width)
+        corners = cv2.integral(image)[rows[:, None], cols]
+        sums = corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]
+        counts = np.diff(rows)[:, None, None] * np.diff(cols)[None, :, None]
+        means = np.rint(sums / counts).astype(np.uint8)
+        # Whole blocks over the last partial ones, cut to size: a nearest-neighbour resize by a whole factor
+        # repeats each mean exactly.
+        blocks = cv2.resize(means, (len(cols[1:]) * block_w, len(rows[1:]) * block_h),
+                            interpolation=cv2.INTER_NEAREST)
+        return blocks[:height, :width]
+
     def anonymize(self, crops: Tensor) -> Tensor:
         height, width = crops.shape[-2:]
-        side = self.block_size or relative_length(self.block_ratio, height, width)
-        block = (min(side, height), min(side, width))
+        block = self.block(height, width)
         # With ceil_mode the windows that run past the border divide by the pixels they cover.
         means = F.avg_pool2d(crops, block, ceil_mode=True)
         blocks = means.repeat_interleave(block[0], dim=2).repeat_interleave(block[1], dim=3)

@@ -1,5 +1,6 @@
 from typing import Sequence, Union
 
+import numpy as np
 from torch import Tensor
 
 from mmanon.registry import MODELS
@@ -23,9 +24,27 @@ class SolidMask(BaseAnonymizer):
                              f'but got {fill!r}')
         self.fill = values
 
-    def anonymize(self, crops: Tensor) -> Tensor:
-        if len(self.fill) not in (1, crops.size(1)):
-            raise ValueError(f'SolidMask has {len(self.fill)} fill values, but the crops have {crops.size(1)} '
+    def anonymize_bgr(self, image: np.ndarray) -> np.ndarray:
+        """The mask of one uint8 BGR image, for the video tool: per-channel fill values name the data's RGB
+        channels, as in training, and are put in BGR order here; each is rounded to a whole grey level, so a
+        region blended from this patch differs by at most one grey level from one blended from the float patch.
+
+        Args:
+            image (np.ndarray): ``(h, w, 3)`` uint8 BGR.
+
+        Returns:
+            np.ndarray: A new ``(h, w, 3)`` uint8 image.
+        """
+        self._check_channels(image.shape[2])
+        fill = np.rint(np.asarray(self.fill[::-1], np.float64)).astype(np.uint8)
+        return np.broadcast_to(fill, image.shape).copy()
+
+    def _check_channels(self, channels: int) -> None:
+        if len(self.fill) not in (1, channels):
+            raise ValueError(f'SolidMask has {len(self.fill)} fill values, but the crops have {channels} '
                              'channels; give one value or one per channel')
+
+    def anonymize(self, crops: Tensor) -> Tensor:
+        self._check_channels(crops.size(1))
         fill = crops.new_tensor(self.fill).view(1, -1, 1, 1)
         return fill.expand_as(crops).clone()

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +40,15 @@ def test_rejects_bad_block_size():
         Pixelate(block_ratio=0)
     with pytest.raises(ValueError, match='not both'):
         Pixelate(block_size=4, block_ratio=0.1)
+
+
+@pytest.mark.parametrize('pixelate,size', [(Pixelate(block_size=2), (5, 7)), (Pixelate(block_size=8), (3, 5)),
+                                           (Pixelate(block_ratio=0.2), (97, 64)), (Pixelate(block_ratio=0.2), (1, 1)),
+                                           (Pixelate(block_ratio=0.125), (24, 10))])
+def test_uint8_path_of_the_video_tool_has_the_same_blocks(pixelate, size):
+    """``anonymize_bgr`` gives the blocks of the float path, partial ones included, their means rounded."""
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    out = pixelate.anonymize_bgr(image[:, ::-1][:, ::-1])  # a view with a stride, as a region of a frame is
+    exact = pixelate(torch.from_numpy(image).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0).numpy()
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    np.testing.assert_array_equal(out, np.rint(exact.astype(np.float64)))

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -22,3 +23,13 @@ def test_rejects_bad_fill(textured_crops):
         SolidMask(fill=())
     with pytest.raises(ValueError, match='2 fill values, but the crops have 3 channels'):
         SolidMask(fill=(1, 2))(textured_crops)
+
+
+def test_uint8_path_of_the_video_tool_puts_rgb_fill_values_in_bgr_order():
+    image = np.random.default_rng(0).integers(0, 256, (5, 4, 3), dtype=np.uint8)
+    out = SolidMask(fill=[10, 20.4, 30.6]).anonymize_bgr(image)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    np.testing.assert_array_equal(out, np.broadcast_to(np.array([31, 20, 10], np.uint8), image.shape))
+    np.testing.assert_array_equal(SolidMask(fill=127.6).anonymize_bgr(image), np.full_like(image, 128))
+    with pytest.raises(ValueError, match='2 fill values, but the crops have 3 channels'):
+        SolidMask(fill=(1, 2)).anonymize_bgr(image)
