@@ -263,6 +263,10 @@ class CenterFaceDetector:
             frame resized so that its longer side is ``coarse_side`` finds the faces too large for the network
             at the first (a face of about a thousand pixels in a large photo is seen as its eyes and mouth);
             the boxes of both passes are merged by non-maximum suppression. Defaults to None: one pass.
+        min_input_side (int, optional): The least longer side of the resized frame, in pixels: a frame that
+            ``input_scale`` would shrink below it is shrunk only to it (and never enlarged). Small videos hold
+            small faces, which a fixed ``input_scale`` of 0.5 loses (10-pixel faces of a 340x256 video). Defaults
+            to None: ``input_scale`` for every frame size.
     """
 
     STRIDE = 4
@@ -273,13 +277,16 @@ class CenterFaceDetector:
                  score_threshold: float = 0.2,
                  input_scale: float = 1.0,
                  nms_threshold: float = 0.3,
-                 coarse_side: Optional[int] = None) -> None:
+                 coarse_side: Optional[int] = None,
+                 min_input_side: Optional[int] = None) -> None:
         check_number('score_threshold', score_threshold, low=0, high=1, low_open=True, high_open=True)
         check_number('input_scale', input_scale, low=0, high=4, low_open=True)
         check_number('nms_threshold', nms_threshold, low=0, high=1, low_open=True)
         if coarse_side is not None and not (isinstance(coarse_side, int) and coarse_side >= self.SIZE_MULTIPLE):
             raise ValueError(f'coarse_side must be None or an int of at least {self.SIZE_MULTIPLE}, but got '
                              f'{coarse_side!r}')
+        if min_input_side is not None:
+            check_number('min_input_side', min_input_side, low=1, integer=True)
         self.model = default_centerface_model() if model is None else model
         if not osp.isfile(self.model):
             raise FileNotFoundError(f'CenterFace model {self.model} does not exist')
@@ -295,6 +302,7 @@ class CenterFaceDetector:
         self.input_scale = float(input_scale)
         self.nms_threshold = float(nms_threshold)
         self.coarse_side = coarse_side
+        self.min_input_side = min_input_side
 
     def input_size(self, height: int, width: int, scale: Optional[float] = None) -> tuple:
         """The resized frame's ``(h, w)`` and the padded network input's ``(H, W)`` for a frame size, at
@@ -304,11 +312,20 @@ class CenterFaceDetector:
         padded = tuple(-(-s // self.SIZE_MULTIPLE) * self.SIZE_MULTIPLE for s in resized)
         return resized, padded
 
+    def scale(self, height: int, width: int) -> float:
+        """The resize factor of a frame size: ``input_scale``, raised to keep ``min_input_side`` pixels (at most
+        1) when one is given."""
+        longer = max(height, width)
+        if self.min_input_side is None or longer * self.input_scale >= self.min_input_side:
+            return self.input_scale
+        return min(1.0, self.min_input_side / longer)
+
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         _check_frame(frame)
-        boxes = self.detect(frame, self.input_scale)
+        scale = self.scale(*frame.shape[:2])
+        boxes = self.detect(frame, scale)
         longer = max(frame.shape[:2])
-        if self.coarse_side is not None and longer * self.input_scale > self.coarse_side:
+        if self.coarse_side is not None and longer * scale > self.coarse_side:
             boxes = _nms(np.concatenate([boxes, self.detect(frame, self.coarse_side / longer)]), self.nms_threshold)
         return boxes
 

@@ -113,9 +113,26 @@ def test_centerface_coarse_pass_finds_a_face_filling_a_large_photo():
     np.testing.assert_array_equal(CenterFaceDetector(coarse_side=640)(small), CenterFaceDetector()(small))
 
 
+def test_centerface_min_input_side_keeps_the_small_faces_of_a_small_video():
+    """A 12-pixel face in a 340x256 frame: at half size the network misses it; kept at 320 pixels, it finds it.
+    Frames that half size keeps at 320 pixels or more are resized as before."""
+    import cv2
+    small = cv2.resize(astronaut_bgr(), None, fx=0.125, fy=0.125, interpolation=cv2.INTER_AREA)
+    frame = np.full((256, 340, 3), 90, np.uint8)
+    frame[100:164, 150:214] = small
+    face = ASTRONAUT_FACE * 0.125 + np.array([150, 100, 150, 100])
+    half = CenterFaceDetector(input_scale=0.5)(frame)
+    assert len(half) == 0 or box_iou(half[:, :4], face[None]).max() < 0.5
+    kept = CenterFaceDetector(input_scale=0.5, min_input_side=320)
+    assert kept.scale(256, 340) == pytest.approx(320 / 340)
+    assert box_iou(kept(frame)[:, :4], face[None]).max() > 0.5
+    assert kept.scale(360, 640) == kept.scale(1080, 1920) == 0.5 and kept.scale(100, 120) == 1.0
+
+
 @pytest.mark.parametrize('kwargs', [dict(score_threshold=0), dict(score_threshold=float('nan')),
                                     dict(input_scale=0), dict(input_scale=-1), dict(nms_threshold=0),
-                                    dict(coarse_side=16), dict(coarse_side=640.0)])
+                                    dict(coarse_side=16), dict(coarse_side=640.0), dict(min_input_side=0),
+                                    dict(min_input_side=320.5)])
 def test_centerface_rejects_invalid_options(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         CenterFaceDetector(**kwargs)
