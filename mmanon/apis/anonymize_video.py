@@ -32,6 +32,7 @@ leaves a partial output behind.
 """
 import collections
 import functools
+import inspect
 import logging
 import os
 import os.path as osp
@@ -129,7 +130,8 @@ def load_learned_anonymizer(checkpoint: str, device: Union[str, torch.device] = 
 
 def build_method_anonymizer(method: str,
                             checkpoint: Optional[str] = None,
-                            device: Union[str, torch.device] = 'cpu') -> Tuple[torch.nn.Module, dict]:
+                            device: Union[str, torch.device] = 'cpu',
+                            options: Optional[dict] = None) -> Tuple[torch.nn.Module, dict]:
     """The anonymizer of a method name, as ``tools/anonymize_video.py`` uses it.
 
     Args:
@@ -137,6 +139,10 @@ def build_method_anonymizer(method: str,
             ``configs/_base_/anonymizers/``) or ``learned`` (from ``checkpoint``).
         checkpoint (str, optional): The trained checkpoint; needed by ``learned`` only. Defaults to None.
         device (str | torch.device): Where to put the model. Defaults to 'cpu'.
+        options (dict, optional): Arguments of a handcrafted method's anonymizer, given in place of its base
+            config's, e.g. ``dict(kernel_ratio=0.5)`` or ``dict(kernel_size=15)`` for ``blur`` (arguments not
+            given take the anonymizer's defaults, which the base configs keep); a key the anonymizer does not
+            take is refused, naming those it takes. Defaults to None.
 
     Returns:
         tuple[nn.Module, dict]: The anonymizer in eval mode, and the checkpoint's data preprocessor config
@@ -145,6 +151,9 @@ def build_method_anonymizer(method: str,
     if method not in METHODS:
         raise ValueError(f'unknown method {method!r}; choose from {", ".join(METHODS)}')
     if method == 'learned':
+        if options:
+            raise ValueError("method 'learned' takes its anonymizer from the checkpoint; anonymizer options are for "
+                             'the handcrafted methods')
         if checkpoint is None:
             raise ValueError("method 'learned' needs a trained checkpoint (--checkpoint CKPT)")
         return load_learned_anonymizer(checkpoint, device)
@@ -152,7 +161,19 @@ def build_method_anonymizer(method: str,
     if not osp.isfile(path):
         raise FileNotFoundError(f'the base config of method {method!r}, {path}, is missing; use mmanon from its '
                                 'source tree (pip install -e .)')
-    anonymizer = build_in_scope(MODELS, Config.fromfile(path)['anonymizer'])
+    cfg = Config.fromfile(path)['anonymizer']
+    if options:
+        known = set(inspect.signature(MODELS.get(cfg['type'])).parameters) - {'init_cfg'}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f'unknown option(s) {", ".join(unknown)} of method {method!r} ({cfg["type"]}); it takes '
+                             f'{", ".join(sorted(known))}')
+        # An option replaces the base config's choice, e.g. kernel_ratio its kernel_ratio and kernel_size alike.
+        cfg = dict(type=cfg['type'], **options)
+    try:
+        anonymizer = build_in_scope(MODELS, cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'method {method!r} with options {options}: {e}') from e
     return anonymizer.to(device).eval(), {}
 
 
@@ -506,6 +527,7 @@ def anonymize_video(input_path: str,
                     output_path: str,
                     method: str = 'blur',
                     checkpoint: Optional[str] = None,
+                    anonymizer_options: Optional[dict] = None,
                     detector: Union[str, Callable] = 'centerface',
                     detector_options: Optional[dict] = None,
                     device: str = 'cpu',
@@ -536,6 +558,8 @@ def anonymize_video(input_path: str,
         method (str): ``blur``, ``pixelate``, ``mask``, ``noise`` (from ``configs/_base_/anonymizers/``) or
             ``learned``. Defaults to 'blur'.
         checkpoint (str, optional): The trained checkpoint of ``learned``. Defaults to None.
+        anonymizer_options (dict, optional): Arguments of a handcrafted method's anonymizer in place of its base
+            config's, see :func:`build_method_anonymizer`. Defaults to None.
         detector (str | callable): A spec of :func:`build_face_detector` (``centerface``, ``haar``, ``dlib``,
             ``onnx:FILE``), or a ready detector ``frame_bgr -> (K, 5) boxes``. Defaults to 'centerface'.
         detector_options (dict, optional): Keyword arguments of the detector built from a spec. Defaults to
@@ -596,7 +620,7 @@ def anonymize_video(input_path: str,
     kind = input_kind(input_path, output_path, sequence)
     _check_paths(input_path, output_path, kind)
     tracker = IoUTracker(iou_threshold, smoothing, max_age, extrapolate, ASSOCIATION_SCALE)
-    anonymizer, preprocessor = build_method_anonymizer(method, checkpoint, device)
+    anonymizer, preprocessor = build_method_anonymizer(method, checkpoint, device, anonymizer_options)
     margin = check_number('margin', preprocessor.get('margin', DEFAULT_MARGIN) if margin is None else margin, low=1)
     feather = check_number('feather', preprocessor.get('feather', DEFAULT_FEATHER) if feather is None else feather,
                            low=0, high=0.5)

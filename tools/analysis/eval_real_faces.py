@@ -555,6 +555,10 @@ def parse_args(argv=None):
     parser.add_argument('--options', nargs='+', action=DictAction, default={},
                         help='keyword arguments of mmanon.apis.anonymize_video for every method, e.g. '
                         'detect_every=2 margin=1.5 detector_options="dict(input_scale=0.5)"')
+    parser.add_argument('--anonymizer-options', nargs='+', action=DictAction, default={},
+                        help='arguments of a method\'s anonymizer in place of its base config\'s, as '
+                        'METHOD.ARGUMENT=VALUE, e.g. blur.kernel_ratio=0.5 pixelate.block_ratio=0.25 (see '
+                        'mmanon.apis.build_method_anonymizer)')
     parser.add_argument('--no-deface', action='store_true',
                         help='leave out the deface rows (they are included when deface is installed)')
     parser.add_argument('--video-samples', type=int, default=16,
@@ -562,6 +566,27 @@ def parse_args(argv=None):
                         'is measured')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads of OpenCV and PyTorch')
     return parser.parse_args(argv)
+
+
+def method_options(anonymizer_options: dict, methods: Sequence[str]) -> Dict[str, dict]:
+    """Split ``METHOD.ARGUMENT`` keys into each method's anonymizer arguments, checked by building the
+    anonymizers, so that a wrong key fails before any work.
+
+    Returns:
+        dict[str, dict]: Per method, its arguments (empty when none were given).
+    """
+    from mmanon.apis import build_method_anonymizer
+    per_method = {method: {} for method in methods}
+    for key, value in anonymizer_options.items():
+        method, _, argument = key.partition('.')
+        if method not in per_method or not argument:
+            raise ValueError(f'--anonymizer-options {key}: expected METHOD.ARGUMENT with METHOD one of the '
+                             f'evaluated methods ({", ".join(methods)})')
+        per_method[method][argument] = value
+    for method, options in per_method.items():
+        if options:
+            build_method_anonymizer(method, options=options)
+    return per_method
 
 
 def tool_detections(options: dict, media: Dict[str, List[str]],
@@ -635,6 +660,14 @@ def main(argv=None):
     def log(message):
         print(f'[{time.perf_counter() - start:6.0f} s] {message}', flush=True)
 
+    try:
+        anonymizer_options = method_options(args.anonymizer_options, args.methods)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    # What the results were made with, written beside them.
+    recorded = dict(args.options, anonymizer_options=args.anonymizer_options) if args.anonymizer_options else \
+        args.options
     media = list_media(args.inputs)
     if not media['images'] and not media['videos']:
         print(f'error: no photos or videos under {" ".join(args.inputs)}', file=sys.stderr)
@@ -654,10 +687,11 @@ def main(argv=None):
         def produce(path, indices, method=method, outputs=outputs):
             name = osp.splitext(osp.relpath(osp.abspath(path), root))[0]
             ext = '.mp4' if is_video(path) else osp.splitext(path)[1]
-            return run_mmanon(method, args.options, path, osp.join(outputs, name + ext), indices)
+            options = dict(args.options, anonymizer_options=anonymizer_options[method] or None)
+            return run_mmanon(method, options, path, osp.join(outputs, name + ext), indices)
 
         rows.append(evaluate_method(method, produce, media, reference, seen, ours, faces, raw_faces, log))
-        save_results(args.out_dir, args.options, rows, log)
+        save_results(args.out_dir, recorded, rows, log)
     if not args.no_deface:
         try:
             from deface.centerface import CenterFace
@@ -672,9 +706,9 @@ def main(argv=None):
                                             lambda path, indices, r=replacewith: run_deface(r, path, indices,
                                                                                           centerface),
                                             media, reference, seen, theirs, faces, raw_faces, log))
-                save_results(args.out_dir, args.options, rows, log)
+                save_results(args.out_dir, recorded, rows, log)
     print(f'photos: {len(media["images"])}, videos: {len(media["videos"])} ({args.video_samples} frames each); '
-          f'options: {args.options or "the defaults"}')
+          f'options: {recorded or "the defaults"}')
     print(format_table(rows))
     return 0
 
