@@ -62,9 +62,9 @@ def parse_args(argv=None):
                         'model; see mmanon.apis.OnnxFaceDetector for its contract)')
     parser.add_argument('--detector-options', nargs='+', action=DictAction,
                         help='keyword arguments of the detector, e.g. input_scale=0.5 score_threshold=0.3 for '
-                        'centerface (default: input_scale 1.0 and coarse_side 640, a second pass for faces filling a large '
-                        'photo, for photos; input_scale 0.5 and min_input_side 320 for video frames, i.e. half size but never '
-                        'below 320 pixels), resize=0.5 '
+                        'centerface (default: input_scale 1.0 and coarse_side 640, a second pass for faces filling a '
+                        'large photo, for photos; input_scale 0.5 and min_input_side 320 for video frames, i.e. half '
+                        'size but never below 320 pixels), resize=0.5 '
                         'for haar, upsample=1 for dlib, input_size="(320,320)" for onnx')
     parser.add_argument('--sequence', action='store_true',
                         help='read a folder as the frames of one video (sorted names, one size): faces are '
