@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor, FaceBatch
-from mmanon.models.utils import anonymize_crops, average_gradients, global_mean_scales
+from mmanon.models.utils import RegionInputGrad, anonymize_crops, average_gradients, global_mean_scales
 from mmanon.registry import HOOKS
 
 
@@ -81,6 +81,11 @@ class AdversarialTrainingHook(Hook):
         face_identity_offset (int, optional): D's class of the face dataset's identity 0. Defaults to None:
             the number of identities of the training video dataset, so that the two sets of people never share
             a class; give 0 when the face dataset shows the video's own people under the video's labels.
+        region_input_grad (bool): Whether the detector's convolutions that take the clips compute the clips'
+            gradient only inside the anonymized regions (:class:`mmanon.models.utils.RegionInputGrad`), the
+            only pixels from which M's gradient is read: the same values there, no other gradient changes.
+            False computes it over whole clips, as the stock backward pass does (for debugging).
+            Defaults to True.
     """
 
     priority = 'NORMAL'  # after the step, before LoggerHook (BELOW_NORMAL) reads the scalars
@@ -95,7 +100,8 @@ class AdversarialTrainingHook(Hook):
                  freeze_detector_iters: int = 0,
                  face_dataloader: Optional[dict] = None,
                  face_interval: int = 1,
-                 face_identity_offset: Optional[int] = None) -> None:
+                 face_identity_offset: Optional[int] = None,
+                 region_input_grad: bool = True) -> None:
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f'discriminator_steps must be an integer >= 1, got {discriminator_steps!r}')
         if not isinstance(face_interval, int) or face_interval < 1:
@@ -125,11 +131,13 @@ class AdversarialTrainingHook(Hook):
         self.face_dataloader_cfg = face_dataloader
         self.face_interval = face_interval
         self.face_identity_offset = face_identity_offset
+        self.region_input_grad = region_input_grad
         self.anonymizer_wrapper: Optional[OptimWrapper] = None
         self.discriminator_wrapper: Optional[OptimWrapper] = None
         self.accumulative_counts = 1
         self._face_batches = None
         self._forward_hook = None
+        self._region_input_grad: Optional[RegionInputGrad] = None
         self._resume_state: Optional[dict] = None
         self._loss_scale = 1.
         self._loss_factor = 1.
@@ -169,7 +177,8 @@ class AdversarialTrainingHook(Hook):
 
         Takes M's and D's parameters out of the parameter groups of ``optim_wrapper`` (keeping the groups, whose
         number parameter schedulers rely on), builds the players' optimizer wrappers, and registers a forward
-        hook on ``model`` that adds the preprocessor's losses to the loss dict of ``model(..., mode='loss')``.
+        hook on ``model`` that adds the preprocessor's losses to the loss dict of ``model(..., mode='loss')``
+        (and, with ``region_input_grad``, the hooks of :class:`mmanon.models.utils.RegionInputGrad`).
 
         Args:
             model (nn.Module): The detector (unwrapped), with an :class:`AnonymizerDataPreprocessor` that has a
@@ -199,14 +208,21 @@ class AdversarialTrainingHook(Hook):
                                                           copy.deepcopy(self.anonymizer_optim_wrapper_cfg))
         self.discriminator_wrapper = build_optim_wrapper(preprocessor.discriminator,
                                                          copy.deepcopy(self.discriminator_optim_wrapper_cfg))
-        if self._forward_hook is not None:
-            self._forward_hook.remove()
+        self._remove_hooks()
         self._forward_hook = model.register_forward_hook(_add_preprocessor_losses, with_kwargs=True)
+        if self.region_input_grad:
+            self._region_input_grad = RegionInputGrad(model)
 
     def after_run(self, runner) -> None:
+        self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
         if self._forward_hook is not None:
             self._forward_hook.remove()
             self._forward_hook = None
+        if self._region_input_grad is not None:
+            self._region_input_grad.remove()
+            self._region_input_grad = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         state = dict(discriminator_optim_wrapper=self.discriminator_wrapper.state_dict())

@@ -72,7 +72,9 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
     :class:`mmanon.engine.hooks.AdversarialTrainingHook` adds them to the loss dict of the detector's
     ``loss()``, so the optimizer wrapper scales, accumulates and logs them like the detection losses; losses
     that no one consumed stop the next training step with an error (see :meth:`pop_losses`). The hook also
-    schedules the adversarial weight.
+    schedules the adversarial weight. The regions pasted in the last training step, the only pixels of the
+    clips whose gradient reaches M, are kept in :attr:`pasted_regions` (sample indices and regions, as
+    :func:`mmanon.models.utils.paste_regions` takes them) for :class:`mmanon.models.utils.RegionInputGrad`.
 
     Args:
         anonymizer (dict): Config of the anonymizer (see ``mmanon.models.anonymizers``).
@@ -151,6 +153,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         self.adversarial_weight = adversarial_weight
         self.l1_weight = l1_weight
         self.train_faces: Optional[FaceBatch] = None
+        self.pasted_regions: Optional[Tuple[Tensor, Tensor]] = None
         self._pending_losses: Optional[Dict[str, Tensor]] = None
         self.skipped_regions = 0
 
@@ -185,6 +188,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         crops = [crop.float() for crop in crop_regions(inputs, inds, regions)]
         patches = anonymize_crops(self.anonymizer, crops)
         paste_regions(clips, inds, regions, [self._normalize(p) for p in patches], self.feather)
+        self.pasted_regions = (inds, regions) if training else None
 
         faces = self._identity_faces(inputs, clips, data_samples)
         if training:

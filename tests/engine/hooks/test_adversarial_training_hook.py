@@ -4,6 +4,7 @@ import copy
 import os.path as osp
 from types import SimpleNamespace
 
+import mmaction
 import pytest
 import torch
 from mmaction.structures import ActionDataSample
@@ -20,6 +21,7 @@ from mmanon.datasets.toy_faces import ToyFacesSpec, generate_toy_faces
 from mmanon.engine.hooks import AdversarialTrainingHook
 from mmanon.models import AnonymizerDataPreprocessor
 from mmanon.models.data_preprocessors import FaceBatch
+from mmanon.models.utils import RegionInputGrad
 from mmanon.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -56,15 +58,25 @@ def make_players(adversarial_loss='negative_ce'):
                                       adversarial_weight=1.0, **NORM)
 
 
+def players_only(preprocessor):
+    """A model of the players alone, without a detector, for the hook to attach to."""
+    model = torch.nn.Module()
+    model.data_preprocessor = preprocessor
+    return model
+
+
 def discriminator_loss(preprocessor, which):
     faces = preprocessor.train_faces
     with torch.no_grad():
         return preprocessor.discriminator.loss(getattr(faces, which), faces.identities)['loss_identity'].item()
 
 
-def build_detector(**preprocessor):
-    """The smoke config's detector (dropout off, so that two runs can be compared) with the players."""
-    cfg = Config.fromfile(SMOKE)
+def build_detector(config=SMOKE, cfg_options=None, **preprocessor):
+    """The smoke config's detector (or ``config``'s, with ``cfg_options``; dropout off, so that two runs can be
+    compared) with the players."""
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(cfg_options or {})
+    cfg.model.init_cfg = None
     cfg.model.roi_head.bbox_head.dropout_ratio = 0
     cfg.model.data_preprocessor = dict(cfg.model.data_preprocessor, type='mmanon.AnonymizerDataPreprocessor',
                                        **dict(PLAYERS, **preprocessor))
@@ -122,8 +134,7 @@ def test_schedule():
 def test_discriminator_steps_lower_its_loss():
     preprocessor = make_players()
     hook = AdversarialTrainingHook(discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=3e-3)))
-    hook.attach(SimpleNamespace(data_preprocessor=preprocessor, register_forward_hook=lambda *a, **k: None),
-                OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
+    hook.attach(players_only(preprocessor), OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
     preprocessor(fixed_faces_batch(), True)
     preprocessor.pop_losses()
     before = discriminator_loss(preprocessor, 'raw') + discriminator_loss(preprocessor, 'anonymized')
@@ -139,8 +150,7 @@ def test_discriminator_steps_lower_its_loss():
 def test_discriminator_gradient_is_that_of_its_loss_on_raw_and_anonymized_faces():
     preprocessor = make_players()
     hook = AdversarialTrainingHook(discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=3e-3)))
-    hook.attach(SimpleNamespace(data_preprocessor=preprocessor, register_forward_hook=lambda *a, **k: None),
-                OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
+    hook.attach(players_only(preprocessor), OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
     for _ in range(10):  # a discriminator that knows the identities
         preprocessor(fixed_faces_batch(), True)
         preprocessor.pop_losses()
@@ -170,8 +180,7 @@ def test_discriminator_gradient_is_that_of_its_loss_on_raw_and_anonymized_faces(
 def test_anonymizer_steps_with_frozen_discriminator_raise_its_loss(adversarial_loss):
     preprocessor = make_players(adversarial_loss)
     hook = AdversarialTrainingHook(discriminator_optim_wrapper=dict(optimizer=dict(type='Adam', lr=3e-3)))
-    hook.attach(SimpleNamespace(data_preprocessor=preprocessor, register_forward_hook=lambda *a, **k: None),
-                OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
+    hook.attach(players_only(preprocessor), OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
     for _ in range(15):  # a discriminator that knows the identities first
         preprocessor(fixed_faces_batch(), True)
         preprocessor.pop_losses()
@@ -213,8 +222,11 @@ def test_losses_nobody_consumed_stop_the_next_step():
 
 
 def reference_anonymizer_gradient():
-    """The gradient of M's objective, detection loss + loss_adv + loss_l1, in one fp32 pass."""
+    """The gradient of M's objective, detection loss + loss_adv + loss_l1, in one fp32 pass, with the clips'
+    gradient computed inside the anonymized regions only, as the hook has it computed by default (which leaves
+    every gradient as it was, to float rounding: see test_region_input_grad_leaves_every_gradient_as_it_was)."""
     model = build_detector()
+    RegionInputGrad(model)
     model.data_preprocessor.adversarial_weight = 1.0
     torch.manual_seed(1)
     losses = model(**model.data_preprocessor(detector_batch(), True), mode='loss')
@@ -412,3 +424,108 @@ def test_face_dataset_identities_follow_the_video_identities(tmp_path):
     hook.before_train(runner(model))
     faces = hook.face_dataset_step(model.data_preprocessor, next(hook._face_batches))
     assert sorted(set(faces.identities.tolist())) == [3, 4, 5, 6]
+
+
+# The stock SlowFast AVA detector, shrunk: both pathways see frames of the clip every 4 (slow) and 2 (fast).
+SLOWFAST = osp.join(osp.dirname(mmaction.__file__), '.mim', 'configs', 'detection', 'slowfast',
+                    'slowfast_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb.py')
+SLOWFAST_OPTIONS = {
+    'model.backbone.resample_rate': 4,
+    'model.backbone.speed_ratio': 2,
+    'model.backbone.slow_pathway.depth': 18,
+    'model.backbone.fast_pathway.depth': 18,
+    'model.roi_head.bbox_head.in_channels': 576,
+    'model.roi_head.bbox_head.num_classes': 6,
+    'model.roi_head.bbox_head.topk': (1, 3),
+}
+
+
+def face_tubes_batch(tubes, frames=4, height=64, width=80):
+    """``detector_batch`` with the faces given as tubes (K, T, 4) in each clip: every frame is anonymized where
+    its face is, the key frame's boxes are the identity-labelled faces."""
+    batch = detector_batch(height=height, width=width)
+    generator = torch.Generator().manual_seed(1)
+    batch['inputs'] = [torch.randint(0, 256, (3, frames, height, width), generator=generator, dtype=torch.uint8)
+                       for _ in batch['inputs']]
+    for sample in batch['data_samples']:
+        sample.face_tubes = InstanceData(bboxes=tubes)
+        sample.gt_faces = InstanceData(bboxes=tubes[:, frames // 2], identities=torch.arange(len(tubes)) % 4)
+    return batch
+
+
+def moving_tubes(starts, motion, frames):
+    """Tubes (K, frames, 4) of boxes ``starts`` (K, 4) moving ``motion`` (dx, dy) pixels a frame."""
+    steps = torch.arange(frames, dtype=torch.float32)[:, None] * torch.tensor(motion * 2, dtype=torch.float32)
+    return torch.tensor(starts, dtype=torch.float32)[:, None] + steps
+
+
+def gradients(build, batch, region_input_grad):
+    """The gradients of one training step of the game: of every parameter (M's and the detector's), and of the
+    clips that the preprocessor made, with the hook's ``region_input_grad`` as given."""
+    model = build()
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.))
+    hook = AdversarialTrainingHook(region_input_grad=region_input_grad)
+    hook.attach(model, optim_wrapper)
+    hook.before_step(model, optim_wrapper, 0)
+    torch.manual_seed(1)
+    data = model.data_preprocessor(copy.deepcopy(batch), True)
+    data['inputs'].retain_grad()
+    total, _ = model.parse_losses(model(**data, mode='loss'))
+    total.backward()
+    params = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return params, data['inputs'].grad, model.data_preprocessor.pasted_regions
+
+
+def assert_same_gradients_and_none_outside_the_regions(build, batch):
+    reference, full_clips, _ = gradients(build, batch, region_input_grad=False)
+    params, clips, (inds, regions) = gradients(build, batch, region_input_grad=True)
+    assert params.keys() == reference.keys() and any(n.startswith('data_preprocessor.anonymizer.') for n in params)
+    # Equal to float rounding: the clips' gradient inside the regions is summed in other blocks.
+    for name, grad in params.items():
+        torch.testing.assert_close(grad, reference[name], rtol=0, atol=1e-5 * reference[name].abs().max().item(),
+                                   msg=name)
+    # The clips' gradient is computed inside the pasted regions only (M's gradient reads nothing else); the
+    # stock backward pass computes it everywhere.
+    outside = torch.ones_like(clips, dtype=torch.bool)
+    for n, tube in zip(inds.tolist(), regions.reshape(len(inds), -1, 4).tolist()):
+        for t, (x1, y1, x2, y2) in enumerate(tube):
+            frames = slice(None) if regions.dim() == 2 else slice(t, t + 1)
+            outside[n, :, frames, y1:y2, x1:x2] = False
+    assert not clips[outside].any() and full_clips[outside].any()
+
+
+@pytest.mark.parametrize('faces', ['keyframe-boxes', 'moving', 'edge-clipped', 'overlapping'])
+def test_region_input_grad_leaves_every_gradient_as_it_was(faces):
+    if faces == 'keyframe-boxes':
+        batch = detector_batch()  # heads of the persons, the same region in every frame
+    else:
+        starts = dict(moving=[[10, 8, 26, 24], [44, 20, 60, 36]], overlapping=[[20, 10, 40, 30], [30, 14, 50, 34]],
+                      # cut by the left and the bottom edge, the top-right corner
+                      **{'edge-clipped': [[-6, 40, 14, 62], [66, -4, 84, 12]]})[faces]
+        batch = face_tubes_batch(moving_tubes(starts, (3, 2) if faces != 'overlapping' else (2, -1), 4))
+    assert_same_gradients_and_none_outside_the_regions(build_detector, batch)
+
+
+def test_region_input_grad_maps_the_frames_of_slowfast_pathways():
+    batch = face_tubes_batch(moving_tubes([[10, 8, 26, 24], [40, 30, 58, 48]], (3, 2), 8), frames=8)
+    assert_same_gradients_and_none_outside_the_regions(
+        lambda: build_detector(SLOWFAST, SLOWFAST_OPTIONS), batch)
+
+
+def test_region_input_grad_computes_the_full_gradient_of_a_backbone_it_does_not_know(logged_warnings):
+
+    def build():
+        model = build_detector()
+        # The clips reach the first convolution as a copy: no convolution takes the clips themselves.
+        model.backbone.register_forward_pre_hook(lambda backbone, args: (args[0] * 1, ))
+        return model
+
+    batch = detector_batch()
+    reference, _, _ = gradients(build, batch, region_input_grad=False)
+    params, clips, _ = gradients(build, batch, region_input_grad=True)
+    for name, grad in params.items():
+        assert torch.equal(grad, reference[name]), name
+    assert [w for w in logged_warnings if 'RegionInputGrad' in w] == [
+        'no convolution of ResNet3dSlowOnly takes the anonymized clips in a form RegionInputGrad knows, so the '
+        'detector computes their gradient over whole clips'
+    ]
