@@ -31,7 +31,8 @@ PLAYERS = dict(
     discriminator=dict(type='FaceDiscriminatorHead', num_classes=4, input_size=(32, 32), base_channels=8,
                        num_stages=2, embed_dims=16),
     face_crop_size=(32, 32),
-    l1_weight=1.0)
+    l1_weight=1.0,
+    temporal_weight=10.0)
 
 
 def fixed_faces_batch(frames=2, size=48):
@@ -52,7 +53,7 @@ def fixed_faces_batch(frames=2, size=48):
 
 def make_players(adversarial_loss='negative_ce'):
     torch.manual_seed(0)
-    return AnonymizerDataPreprocessor(**dict(PLAYERS, l1_weight=0.), adversarial_loss=adversarial_loss,
+    return AnonymizerDataPreprocessor(**dict(PLAYERS, l1_weight=0., temporal_weight=0.), adversarial_loss=adversarial_loss,
                                       adversarial_weight=1.0, **NORM)
 
 
@@ -201,9 +202,9 @@ def test_anonymizer_steps_with_frozen_discriminator_raise_its_loss(adversarial_l
 def test_losses_nobody_consumed_stop_the_next_step():
     preprocessor = AnonymizerDataPreprocessor(**PLAYERS, **NORM)
     preprocessor(fixed_faces_batch(), True)
-    assert set(preprocessor.pop_losses()) == {'loss_adv', 'loss_l1'}
+    assert set(preprocessor.pop_losses()) == {'loss_adv', 'loss_l1', 'loss_temporal'}
     preprocessor(fixed_faces_batch(), True)
-    with pytest.raises(RuntimeError, match=r"\['loss_adv', 'loss_l1'\].*not consumed.*mmanon.AdversarialTrainingHook"):
+    with pytest.raises(RuntimeError, match=r"\['loss_adv', 'loss_l1', 'loss_temporal'\].*not consumed.*mmanon.AdversarialTrainingHook"):
         preprocessor(fixed_faces_batch(), True)
     # A frozen anonymizer without a discriminator has no losses of its own.
     frozen = AnonymizerDataPreprocessor(anonymizer=PLAYERS['anonymizer'], freeze_anonymizer=True, **NORM)
@@ -213,7 +214,7 @@ def test_losses_nobody_consumed_stop_the_next_step():
 
 
 def reference_anonymizer_gradient():
-    """The gradient of M's objective, detection loss + loss_adv + loss_l1, in one fp32 pass."""
+    """The gradient of M's objective, detection loss + loss_adv + loss_l1 + loss_temporal, in one fp32 pass."""
     model = build_detector()
     model.data_preprocessor.adversarial_weight = 1.0
     torch.manual_seed(1)
@@ -252,7 +253,7 @@ def test_anonymizer_gradient_is_exact_under_loss_scaling_and_accumulation(regime
     for iteration in range(2 if regime == 'accumulation' else 1):
         assert not seen
         log_vars, _ = train_iteration(model, hook, optim_wrapper, iteration)
-    assert log_vars['loss_adv'] != 0 and log_vars['loss_l1'] > 0
+    assert log_vars['loss_adv'] != 0 and log_vars['loss_l1'] > 0 and log_vars['loss_temporal'] > 0
     if regime == 'amp':
         assert optim_wrapper.loss_scaler.get_scale() == 2.**16  # the detector's step was taken
     (grads, ) = seen
@@ -285,6 +286,7 @@ def test_detector_update_does_not_depend_on_the_players_under_clip_grad():
             # The same clips reach the detector, from the same anonymizer, which is now fixed and alone.
             model.data_preprocessor.discriminator = None
             model.data_preprocessor.l1_weight = 0.
+            model.data_preprocessor.temporal_weight = 0.
             model.data_preprocessor.anonymizer.requires_grad_(False)
         before = {n: p.detach().clone() for n, p in detector_params(model).items()}
         optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), clip_grad=dict(max_norm=0.05))
@@ -314,7 +316,7 @@ def test_players_leave_the_detector_optimizer_and_step_their_own():
     assert in_detector == {id(p) for p in detector_params(model).values()}
     before = copy.deepcopy(model.data_preprocessor.state_dict())
     log_vars, scalars = train_iteration(model, hook, optim_wrapper, 0)
-    assert {'loss_action_cls', 'loss_adv', 'loss_l1'} <= set(log_vars)
+    assert {'loss_action_cls', 'loss_adv', 'loss_l1', 'loss_temporal'} <= set(log_vars)
     assert scalars['adv_video_faces'] == 4 and 'adv_acc_raw' in scalars
     after = model.data_preprocessor.state_dict()
     for player in ('anonymizer.', 'discriminator.'):
