@@ -10,8 +10,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmanon.registry import MODELS, build_in_scope
-from ..utils import (anonymize_crops, crop_frames, crop_regions, enlarge_regions, frozen_call, global_mean_scales,
-                     head_regions, paste_regions, resize_crops, to_uint8)
+from ..utils import (anonymize_crops, consecutive_rows, crop_frames, crop_regions, enlarge_regions, frozen_call,
+                     global_mean_scales, head_regions, paste_regions, resize_crops, to_uint8)
 
 
 class FaceBatch:
@@ -366,7 +366,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         excess, pair_pixels = torch.zeros((), device=device), 0
         if self.temporal_weight > 0:
             for crop, patch, crop_frame in zip(crops, patches, frames or ()):
-                prev = torch.nonzero(crop_frame[1:] - crop_frame[:-1] == 1).flatten().to(patch.device)
+                prev = consecutive_rows(crop_frame).to(patch.device)
                 anonymized_change = (patch[prev + 1] - patch[prev]).abs()
                 raw_change = (crop[prev + 1] - crop[prev]).abs()
                 excess = excess + F.relu(anonymized_change - raw_change).sum()

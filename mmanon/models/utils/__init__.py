@@ -1,8 +1,8 @@
-from .face_regions import (anonymize_crops, crop_frames, crop_regions, enlarge_regions, feather_mask,
-                           head_regions, paste_regions, resize_crops, to_uint8)
+from .face_regions import (anonymize_crops, consecutive_rows, crop_frames, crop_regions, enlarge_regions,
+                           feather_mask, head_regions, paste_regions, resize_crops, to_uint8)
 from .grad_utils import average_gradients, frozen_call, global_mean_scales
 
 __all__ = [
-    'anonymize_crops', 'average_gradients', 'crop_frames', 'crop_regions', 'enlarge_regions', 'feather_mask',
-    'frozen_call', 'global_mean_scales', 'head_regions', 'paste_regions', 'resize_crops', 'to_uint8'
+    'anonymize_crops', 'average_gradients', 'consecutive_rows', 'crop_frames', 'crop_regions', 'enlarge_regions',
+    'feather_mask', 'frozen_call', 'global_mean_scales', 'head_regions', 'paste_regions', 'resize_crops', 'to_uint8'
 ]

@@ -153,6 +153,19 @@ def crop_frames(regions: Tensor, num_frames: int) -> List[Tensor]:
     ]
 
 
+def consecutive_rows(frames: Tensor) -> Tensor:
+    """The rows ``i`` of a crop whose next row ``i + 1`` shows the clip's next frame.
+
+    Args:
+        frames (Tensor): (T',) the crop's frames, from :func:`crop_frames`.
+
+    Returns:
+        Tensor: The long indices ``i``; a gap in a tube (a frame without a box, or whose region has another
+        size) pairs nothing across it.
+    """
+    return torch.nonzero(frames[1:] - frames[:-1] == 1).flatten()
+
+
 def _take(clip: Tensor, index: Union[tuple, Tensor], shape: Tuple[int, int, int]) -> Tensor:
     """The (C, frames, h, w) pixels of a region of a (C, T, H, W) clip (see :func:`_region_pixels`)."""
     if isinstance(index, tuple):
