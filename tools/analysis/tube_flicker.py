@@ -4,8 +4,9 @@ For every clip of an AVA-layout dataset (see ``tools/analysis/tube_coverage.py``
 samples it in test mode (32 frames, 2 apart), the face regions are cut out as the anonymizer data
 preprocessor cuts them, with face tubes (a region that follows the face, one size per tube) and with keyframe
 regions (the keyframe's region in every frame). Each group of a tube's frames that share a region size is
-anonymized in one call, as in training, and the mean absolute change between consecutive frames of the group,
-in pixel values, is compared with that of the raw crops:
+anonymized in one call, as in training, and the mean absolute change between consecutive frames of the group
+(rows that show frames t-1 and t of the clip, as the training term ``loss_temporal`` pairs them), in pixel
+values, is compared with that of the raw crops:
 
     flicker ratio = mean |A(x_t) - A(x_t-1)| / mean |x_t - x_t-1|
 
@@ -19,7 +20,6 @@ Example::
         --checkpoint work_dirs/toy/learned/iter_600.pth
 """
 import argparse
-import os.path as osp
 import sys
 from typing import Dict, List
 
@@ -30,17 +30,18 @@ from tube_coverage import SAMPLERS, build_dataset  # noqa: E402  (tools/analysis
 
 import mmanon  # noqa: F401,E402  (its compatibility fixes come first)
 from mmanon.apis import build_method_anonymizer  # noqa: E402
-from mmanon.models.utils import anonymize_crops, crop_regions, enlarge_regions  # noqa: E402
+from mmanon.models.utils import (anonymize_crops, consecutive_rows, crop_frames, crop_regions,  # noqa: E402
+                                 enlarge_regions)
 
 HANDCRAFTED = ('blur', 'pixelate', 'noise')
 
 
-def consecutive_change(crops: torch.Tensor) -> torch.Tensor:
-    """Sum and count of ``|x_t - x_t-1|`` over the frames of a (G, C, h, w) crop, as a (2,) tensor."""
-    if crops.shape[0] < 2:
-        return crops.new_zeros(2)
-    change = (crops[1:] - crops[:-1]).abs()
-    return torch.stack([change.sum(), change.new_tensor(change.numel())])
+def consecutive_change(crops: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Sum and count of ``|x_t - x_t-1|`` over the consecutive frames of a (G, C, h, w) crop whose rows show the
+    clip's ``frames`` (see :func:`mmanon.models.utils.crop_frames`), as a (2,) tensor of float64."""
+    prev = consecutive_rows(frames)
+    change = (crops[prev + 1] - crops[prev]).abs()
+    return torch.stack([change.sum().double(), torch.tensor(change.numel(), dtype=torch.float64)])
 
 
 def measure(ann_file: str, frame_root: str, face_file: str, anonymizers: Dict[str, torch.nn.Module],
@@ -74,11 +75,12 @@ def measure(ann_file: str, frame_root: str, face_file: str, anonymizers: Dict[st
             regions, valid = enlarge_regions(tubes, margin, height, width)
             regions = regions[valid.any(dim=1)]
             crops = [c.float() for c in crop_regions([clip], torch.zeros(len(regions), dtype=torch.long), regions)]
-            raw = sum((consecutive_change(c).double() for c in crops), torch.zeros(2, dtype=torch.float64))
+            frames = crop_frames(regions, num_frames)
+            raw = sum((consecutive_change(c, f) for c, f in zip(crops, frames)), torch.zeros(2, dtype=torch.float64))
             for name, anonymizer in anonymizers.items():
                 with torch.no_grad():
                     patches = anonymize_crops(anonymizer, crops)
-                anonymized = sum((consecutive_change(p).double() for p in patches),
+                anonymized = sum((consecutive_change(p, f) for p, f in zip(patches, frames)),
                                  torch.zeros(2, dtype=torch.float64))
                 sums[(name, regions_name)] += torch.stack([raw, anonymized])
         bar.update()
@@ -117,7 +119,8 @@ def main(argv=None):
     try:
         anonymizers = {method: build_method_anonymizer(method)[0] for method in args.methods}
         for checkpoint in args.checkpoint:
-            anonymizers[f'learned ({osp.basename(checkpoint)})'] = build_method_anonymizer('learned', checkpoint)[0]
+            # Named by the path as given: checkpoints of different runs share their file name (iter_600.pth).
+            anonymizers[f'learned ({checkpoint})'] = build_method_anonymizer('learned', checkpoint)[0]
         rows = measure(args.ann_file, args.frame_root, args.face_file, anonymizers, args.margin, args.sampler,
                        fps=args.fps, timestamp_start=args.timestamp_start, filename_tmpl=args.filename_tmpl)
     except (OSError, ValueError, ImportError) as e:

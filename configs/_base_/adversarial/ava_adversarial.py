@@ -13,7 +13,8 @@ adversarial_preprocessor = dict(
     face_crop_size=(112, 96),
     adversarial_loss='negative_ce',
     ce_cap=12.0,
-    l1_weight=1.0)
+    l1_weight=1.0,
+    temporal_weight=10.0)
 # M and D are out of the detector's optimizer: each has its own, in the hook, stepped with the detector's. Their
 # Adam is torch's fused one (the same update in one kernel per parameter rather than about ten).
 adversarial_hook = dict(

@@ -10,7 +10,8 @@ model = dict(
             type='FaceDiscriminatorHead', num_classes=4, input_size=(32, 32), base_channels=8, num_stages=2,
             embed_dims=16),
         face_crop_size=(32, 32),
-        l1_weight=1.0))
+        l1_weight=1.0,
+        temporal_weight=10.0))
 train_dataloader = dict(dataset=dict(type='mmanon.AVAFaceDataset', face_file=f'{_base_.anno_root}/ava_faces_train_v2.1.csv'))
 custom_hooks = [
     dict(type='mmanon.RandomStateHook'),

@@ -16,7 +16,8 @@ model = dict(
             num_stages=3,
             embed_dims=64),
         adversarial_loss='uniform',
-        l1_weight=1.0))
+        l1_weight=1.0,
+        temporal_weight=10.0))
 custom_hooks = [
     dict(type='mmanon.RandomStateHook'),
     dict(

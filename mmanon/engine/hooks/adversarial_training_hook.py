@@ -24,9 +24,10 @@ class AdversarialTrainingHook(Hook):
     The players of one training iteration:
 
     - the detector's ``train_step`` is the stock one. This hook adds M's losses (``loss_adv``, its
-      adversarial loss against the frozen D scaled by the weight this hook sets, and ``loss_l1``) to the loss
-      dict of the detector's ``loss()``, so the runner's optimizer wrapper scales (AMP), accumulates and logs
-      them with the detection losses, and M receives the gradient of detection loss + its own terms.
+      adversarial loss against the frozen D scaled by the weight this hook sets, ``loss_l1`` and
+      ``loss_temporal``) to the loss dict of the detector's ``loss()``, so the runner's optimizer wrapper scales
+      (AMP), accumulates and logs them with the detection losses, and M receives the gradient of detection
+      loss + its own terms.
     - M and D are not in the runner's optimizer (this hook takes them out of its parameter groups before
       the run), so the detector's update, its gradient clipping and its logged ``grad_norm`` never depend on
       them. M has its own optimizer wrapper (``anonymizer_optim_wrapper``), which this hook steps whenever
@@ -58,8 +59,8 @@ class AdversarialTrainingHook(Hook):
 
     D's identity accuracy on raw and on anonymized faces, its loss, M's current adversarial weight, the
     players' gradient norms (when they clip) and the faces of each source (``adv_video_faces``,
-    ``adv_dataset_faces``) are logged through MMEngine's message hub (``train/adv_*``); ``loss_adv`` and
-    ``loss_l1`` are logged by the runner as losses.
+    ``adv_dataset_faces``) are logged through MMEngine's message hub (``train/adv_*``); ``loss_adv``,
+    ``loss_l1`` and ``loss_temporal`` are logged by the runner as losses.
 
     Args:
         anonymizer_optim_wrapper (dict): Optimizer wrapper config of M (a plain ``OptimWrapper``: the loss

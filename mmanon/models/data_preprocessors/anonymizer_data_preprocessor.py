@@ -10,8 +10,8 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmanon.registry import MODELS, build_in_scope
-from ..utils import (anonymize_crops, crop_regions, enlarge_regions, frozen_call, global_mean_scales, head_regions,
-                     paste_regions, resize_crops, to_uint8)
+from ..utils import (anonymize_crops, consecutive_rows, crop_frames, crop_regions, enlarge_regions, frozen_call,
+                     global_mean_scales, head_regions, paste_regions, resize_crops, to_uint8)
 
 
 class FaceBatch:
@@ -65,10 +65,13 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
     :class:`mmanon.evaluation.FacePrivacyMetric`.
 
     In training, a preprocessor with trainable parameters (a learned anonymizer M, a discriminator D) and an
-    objective of its own (a discriminator, or ``l1_weight`` > 0) also produces M's losses, weighted:
-    ``loss_adv``, ``adversarial_weight`` times the adversarial loss against the (frozen) discriminator, and
-    ``loss_l1``, ``l1_weight`` times the mean absolute change of the face pixels (in [0, 1] units). Both are
-    means over every face (and every face pixel) of the global batch, across ranks.
+    objective of its own (a discriminator, ``l1_weight`` > 0 or ``temporal_weight`` > 0) also produces M's
+    losses, weighted: ``loss_adv``, ``adversarial_weight`` times the adversarial loss against the (frozen)
+    discriminator; ``loss_l1``, ``l1_weight`` times the mean absolute change of the face pixels (in [0, 1]
+    units); and ``loss_temporal``, ``temporal_weight`` times the mean, over the pixels of every pair of
+    consecutive frames of a face region, of how much more the anonymized pixel changes from one frame to the
+    next than the raw pixel does (in [0, 1] units; see :meth:`anonymizer_losses`). Each is a mean over every
+    face (face pixel, pair of pixels) of the global batch, across ranks.
     :class:`mmanon.engine.hooks.AdversarialTrainingHook` adds them to the loss dict of the detector's
     ``loss()``, so the optimizer wrapper scales, accumulates and logs them like the detection losses; losses
     that no one consumed stop the next training step with an error (see :meth:`pop_losses`). The hook also
@@ -101,6 +104,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         adversarial_weight (float): Initial weight of the adversarial loss; the hook schedules it.
             Defaults to 0.
         l1_weight (float): Weight of the L1 term. Defaults to 0.
+        temporal_weight (float): Weight of the temporal consistency term ``loss_temporal``. Defaults to 0.
         freeze_anonymizer (bool): Whether the anonymizer's parameters are fixed (``requires_grad`` off), as
             for a learned anonymizer trained before and applied like a handcrafted one: then no optimizer
             holds them, whatever its constructor. Defaults to False.
@@ -120,6 +124,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
                  ce_cap: Optional[float] = None,
                  adversarial_weight: float = 0.,
                  l1_weight: float = 0.,
+                 temporal_weight: float = 0.,
                  freeze_anonymizer: bool = False,
                  **kwargs) -> None:
         kwargs.setdefault('format_shape', 'NCTHW')
@@ -132,6 +137,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
             raise ValueError(f'feather must be in [0, 0.5], got {feather}')
         if not 0 < head_ratio <= 1:
             raise ValueError(f'head_ratio must be in (0, 1], got {head_ratio}')
+        if temporal_weight < 0:
+            raise ValueError(f'temporal_weight must be >= 0, got {temporal_weight}')
         if adversarial_loss not in ('negative_ce', 'embedding', 'uniform'):
             raise ValueError(f"adversarial_loss must be 'negative_ce', 'embedding' or 'uniform', got "
                              f'{adversarial_loss!r}')
@@ -152,6 +159,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         self.ce_cap = ce_cap
         self.adversarial_weight = adversarial_weight
         self.l1_weight = l1_weight
+        self.temporal_weight = temporal_weight
         self.train_faces: Optional[FaceBatch] = None
         self.pasted_regions: Optional[Tuple[Tensor, Tensor]] = None
         self._pending_losses: Optional[Dict[str, Tensor]] = None
@@ -192,7 +200,7 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
 
         faces = self._identity_faces(inputs, clips, data_samples)
         if training:
-            self._keep_train_losses(faces, crops, patches)
+            self._keep_train_losses(faces, crops, patches, crop_frames(regions, num_frames))
             self.train_faces = faces.detach()
         else:
             self._attach_faces(faces, data_samples)
@@ -290,7 +298,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         anonymized = self._denormalize(clips[:, :, key]).unsqueeze(2)
         return FaceBatch(key_crops(raw), key_crops(anonymized), identities, inds)
 
-    def _keep_train_losses(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> None:
+    def _keep_train_losses(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor],
+                           frames: List[Tensor]) -> None:
         """Keep M's losses of this training step for :meth:`pop_losses`, after checking that those of the
         previous step were consumed."""
         if self._pending_losses is not None:
@@ -300,20 +309,21 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
                 'dict(type=\'mmanon.AdversarialTrainingHook\') to custom_hooks, which trains the anonymizer and '
                 'the discriminator')
         params = [p for p in self.parameters() if p.requires_grad]
-        if not params or (self.discriminator is None and self.l1_weight == 0):
+        if not params or (self.discriminator is None and self.l1_weight == 0 and self.temporal_weight == 0):
             return
-        losses = self.anonymizer_losses(faces, crops, patches)
+        losses = self.anonymizer_losses(faces, crops, patches, frames)
         # A zero that depends on every trainable parameter of M and D: the detector's backward pass then
         # reaches all of them in every iteration (with zero gradients where nothing else does), so DDP sees
         # the same parameters used on every rank, with or without faces in its batch. One concatenation
         # rather than a sum per parameter: three operations in all, not two per parameter.
-        name = 'loss_adv' if 'loss_adv' in losses else 'loss_l1'
+        name = next(iter(losses))
         losses[name] = losses[name] + torch.cat([p.reshape(-1) for p in params]).sum() * 0
         self._pending_losses = losses
 
     def pop_losses(self) -> Dict[str, Tensor]:
-        """Hand over the losses of the last training step, once: ``loss_adv`` (with a discriminator) and
-        ``loss_l1`` (with ``l1_weight`` > 0); empty without trainable parameters.
+        """Hand over the losses of the last training step, once: ``loss_adv`` (with a discriminator),
+        ``loss_l1`` (with ``l1_weight`` > 0) and ``loss_temporal`` (with ``temporal_weight`` > 0); empty without
+        trainable parameters.
 
         Whoever calls this must make the losses reach the optimizer (the adversarial hook adds them to the
         detector's loss dict); the next training step raises an error if they were not taken.
@@ -324,24 +334,49 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         losses, self._pending_losses = self._pending_losses, None
         return losses or {}
 
-    def anonymizer_losses(self, faces: FaceBatch, crops: List[Tensor], patches: List[Tensor]) -> Dict[str, Tensor]:
-        """M's own training terms, each a mean over all ranks' faces (or face pixels).
+    def anonymizer_losses(self,
+                          faces: FaceBatch,
+                          crops: List[Tensor],
+                          patches: List[Tensor],
+                          frames: Optional[List[Tensor]] = None) -> Dict[str, Tensor]:
+        """M's own training terms, each a mean over all ranks' faces (or face pixels, or pairs of them).
 
         Each rank returns its sum scaled by :func:`mmanon.models.utils.global_mean_scales`, so that averaging
         the gradients over the ranks (as DDP does) gives the gradient of the mean over every face of the
         global batch, however the faces are spread over the ranks. Every rank must call this.
 
+        The temporal term compares, for each pair of consecutive frames t-1, t of a face region (rows of a crop
+        whose ``frames`` differ by 1; a tube's frames whose region is clipped to another size are in another
+        crop, and pairs across a gap are not consecutive) and each pixel of the region's crop coordinates, the
+        anonymized change with the raw one: ``max(0, |M(x)_t - M(x)_t-1| - |x_t - x_t-1|)``. It is zero for
+        any anonymizer that changes no more than the face does (the identity, a constant fill, a smoothing, a
+        fixed pattern added), so it asks nothing of privacy, only that M adds no flicker: the mean anonymized
+        change along the tubes is at most the mean raw change plus ``loss_temporal / temporal_weight`` (both in
+        [0, 1] units).
+
         Args:
             faces (FaceBatch): The identity-labelled faces, anonymized crops with gradient.
-            crops (list[Tensor]): The raw pixel crops the anonymizer was given.
+            crops (list[Tensor]): The raw pixel crops (T', C, h, w) the anonymizer was given.
             patches (list[Tensor]): What it returned for them.
+            frames (list[Tensor], optional): The clip frame of each row of each crop (see
+                :func:`mmanon.models.utils.crop_frames`). Defaults to None: the crops are single images (a
+                face-identity dataset's), with no consecutive frames.
 
         Returns:
-            dict[str, Tensor]: ``loss_adv`` (with a discriminator; zero while ``adversarial_weight`` is 0)
-            and ``loss_l1`` (with ``l1_weight`` > 0).
+            dict[str, Tensor]: ``loss_adv`` (with a discriminator; zero while ``adversarial_weight`` is 0),
+            ``loss_l1`` (with ``l1_weight`` > 0) and ``loss_temporal`` (with ``temporal_weight`` > 0).
         """
         device = faces.raw.device
-        face_scale, pixel_scale = global_mean_scales(len(faces), sum(p.numel() for p in patches), device=device)
+        excess, pair_pixels = torch.zeros((), device=device), 0
+        if self.temporal_weight > 0:
+            for crop, patch, crop_frame in zip(crops, patches, frames or ()):
+                prev = consecutive_rows(crop_frame).to(patch.device)
+                anonymized_change = (patch[prev + 1] - patch[prev]).abs()
+                raw_change = (crop[prev + 1] - crop[prev]).abs()
+                excess = excess + F.relu(anonymized_change - raw_change).sum()
+                pair_pixels += anonymized_change.numel()
+        face_scale, pixel_scale, pair_scale = global_mean_scales(
+            len(faces), sum(p.numel() for p in patches), pair_pixels, device=device)
         losses = {}
         if self.discriminator is not None:
             if self.adversarial_weight > 0 and len(faces) > 0:
@@ -352,6 +387,8 @@ class AnonymizerDataPreprocessor(ActionDataPreprocessor):
         if self.l1_weight > 0:
             change = sum(((p - c).abs().sum() for p, c in zip(patches, crops)), torch.zeros((), device=device))
             losses['loss_l1'] = self.l1_weight * change * pixel_scale / 255
+        if self.temporal_weight > 0:
+            losses['loss_temporal'] = self.temporal_weight * excess * pair_scale / 255
         return losses
 
     def _adversarial_loss(self, faces: FaceBatch) -> Tensor:

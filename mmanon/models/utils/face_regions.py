@@ -3,7 +3,7 @@
 Shared by the data preprocessor (clips ``(C, T, H, W)``) and the video tool (frames, as clips with ``T = 1``),
 so both anonymize with the same geometry and the same seamless blending.
 """
-from typing import Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -111,11 +111,7 @@ def _region_pixels(sample_inds: Tensor, regions: Tensor, num_frames: int, height
             yield n, (slice(None), slice(None), slice(y1, y2), slice(x1, x2)), (num_frames, y2 - y1, x2 - x1)
         return
     for n, tube in zip(sample_inds.tolist(), regions.tolist()):
-        groups = {}
-        for t, (x1, y1, x2, y2) in enumerate(tube):
-            if x2 > x1 and y2 > y1:
-                groups.setdefault((y2 - y1, x2 - x1), []).append((t, x1, y1))
-        for (h, w), frames in groups.items():
+        for (h, w), frames in _tube_groups(tube).items():
             t0, x0, y0 = frames[0]
             shape = (len(frames), h, w)
             if all(f == (t0 + i, x0, y0) for i, f in enumerate(frames)):
@@ -125,6 +121,49 @@ def _region_pixels(sample_inds: Tensor, regions: Tensor, num_frames: int, height
             corner = (t * height + y1) * width + x1
             offsets = torch.arange(h, device=device)[:, None] * width + torch.arange(w, device=device)
             yield n, (corner[:, None, None] + offsets).flatten(), shape
+
+
+def _tube_groups(tube: List[List[int]]) -> Dict[Tuple[int, int], List[Tuple[int, int, int]]]:
+    """The frames of one tube's regions ``[[x1, y1, x2, y2], ...]`` grouped by region size ``(h, w)``, in the
+    order of their first frame: ``(t, x1, y1)`` of each frame with a non-empty region, in frame order."""
+    groups = {}
+    for t, (x1, y1, x2, y2) in enumerate(tube):
+        if x2 > x1 and y2 > y1:
+            groups.setdefault((y2 - y1, x2 - x1), []).append((t, x1, y1))
+    return groups
+
+
+def crop_frames(regions: Tensor, num_frames: int) -> List[Tensor]:
+    """The clip frame of each row of each crop that :func:`crop_regions` cuts for ``regions``.
+
+    Args:
+        regions (Tensor): (K, 4) or (K, T, 4) long regions, as given to :func:`crop_regions`.
+        num_frames (int): T, the clips' number of frames.
+
+    Returns:
+        list[Tensor]: One (T',) long tensor per crop, ascending: all T frames for a (K, 4) region; a tube's
+        group's frames for tubes (so that two rows of a crop are consecutive frames of the clip exactly where
+        their frame indices differ by 1).
+    """
+    if regions.dim() == 2:
+        return [torch.arange(num_frames, device=regions.device)] * regions.shape[0]
+    return [
+        torch.tensor([t for t, _, _ in frames], dtype=torch.long, device=regions.device)
+        for tube in regions.tolist() for frames in _tube_groups(tube).values()
+    ]
+
+
+def consecutive_rows(frames: Tensor) -> Tensor:
+    """The rows ``i`` of a crop whose next row ``i + 1`` shows the clip's next frame.
+
+    Args:
+        frames (Tensor): (T',) the crop's frames, from :func:`crop_frames`.
+
+    Returns:
+        Tensor: The long indices ``i``; a gap in a tube (a frame without a box, or whose region has another
+        size) pairs nothing across it.
+    """
+    return torch.nonzero(frames[1:] - frames[:-1] == 1).flatten()
 
 
 def _take(clip: Tensor, index: Union[tuple, Tensor], shape: Tuple[int, int, int]) -> Tensor:

@@ -33,7 +33,8 @@ PLAYERS = dict(
     discriminator=dict(type='FaceDiscriminatorHead', num_classes=4, input_size=(32, 32), base_channels=8,
                        num_stages=2, embed_dims=16),
     face_crop_size=(32, 32),
-    l1_weight=1.0)
+    l1_weight=1.0,
+    temporal_weight=10.0)
 
 
 def fixed_faces_batch(frames=2, size=48):
@@ -54,7 +55,7 @@ def fixed_faces_batch(frames=2, size=48):
 
 def make_players(adversarial_loss='negative_ce'):
     torch.manual_seed(0)
-    return AnonymizerDataPreprocessor(**dict(PLAYERS, l1_weight=0.), adversarial_loss=adversarial_loss,
+    return AnonymizerDataPreprocessor(**dict(PLAYERS, l1_weight=0., temporal_weight=0.), adversarial_loss=adversarial_loss,
                                       adversarial_weight=1.0, **NORM)
 
 
@@ -210,9 +211,9 @@ def test_anonymizer_steps_with_frozen_discriminator_raise_its_loss(adversarial_l
 def test_losses_nobody_consumed_stop_the_next_step():
     preprocessor = AnonymizerDataPreprocessor(**PLAYERS, **NORM)
     preprocessor(fixed_faces_batch(), True)
-    assert set(preprocessor.pop_losses()) == {'loss_adv', 'loss_l1'}
+    assert set(preprocessor.pop_losses()) == {'loss_adv', 'loss_l1', 'loss_temporal'}
     preprocessor(fixed_faces_batch(), True)
-    with pytest.raises(RuntimeError, match=r"\['loss_adv', 'loss_l1'\].*not consumed.*mmanon.AdversarialTrainingHook"):
+    with pytest.raises(RuntimeError, match=r"\['loss_adv', 'loss_l1', 'loss_temporal'\].*not consumed.*mmanon.AdversarialTrainingHook"):
         preprocessor(fixed_faces_batch(), True)
     # A frozen anonymizer without a discriminator has no losses of its own.
     frozen = AnonymizerDataPreprocessor(anonymizer=PLAYERS['anonymizer'], freeze_anonymizer=True, **NORM)
@@ -222,9 +223,9 @@ def test_losses_nobody_consumed_stop_the_next_step():
 
 
 def reference_anonymizer_gradient():
-    """The gradient of M's objective, detection loss + loss_adv + loss_l1, in one fp32 pass, with the clips'
-    gradient computed inside the anonymized regions only, as the hook has it computed by default (which leaves
-    every gradient as it was, to float rounding: see test_region_input_grad_leaves_every_gradient_as_it_was)."""
+    """The gradient of M's objective, detection loss + loss_adv + loss_l1 + loss_temporal, in one fp32 pass, with
+    the clips' gradient computed inside the anonymized regions only, as the hook has it computed by default (which
+    leaves every gradient as it was, to float rounding: see test_region_input_grad_leaves_every_gradient_as_it_was)."""
     model = build_detector()
     RegionInputGrad(model)
     model.data_preprocessor.adversarial_weight = 1.0
@@ -264,7 +265,7 @@ def test_anonymizer_gradient_is_exact_under_loss_scaling_and_accumulation(regime
     for iteration in range(2 if regime == 'accumulation' else 1):
         assert not seen
         log_vars, _ = train_iteration(model, hook, optim_wrapper, iteration)
-    assert log_vars['loss_adv'] != 0 and log_vars['loss_l1'] > 0
+    assert log_vars['loss_adv'] != 0 and log_vars['loss_l1'] > 0 and log_vars['loss_temporal'] > 0
     if regime == 'amp':
         assert optim_wrapper.loss_scaler.get_scale() == 2.**16  # the detector's step was taken
     (grads, ) = seen
@@ -297,6 +298,7 @@ def test_detector_update_does_not_depend_on_the_players_under_clip_grad():
             # The same clips reach the detector, from the same anonymizer, which is now fixed and alone.
             model.data_preprocessor.discriminator = None
             model.data_preprocessor.l1_weight = 0.
+            model.data_preprocessor.temporal_weight = 0.
             model.data_preprocessor.anonymizer.requires_grad_(False)
         before = {n: p.detach().clone() for n, p in detector_params(model).items()}
         optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), clip_grad=dict(max_norm=0.05))
@@ -326,7 +328,7 @@ def test_players_leave_the_detector_optimizer_and_step_their_own():
     assert in_detector == {id(p) for p in detector_params(model).values()}
     before = copy.deepcopy(model.data_preprocessor.state_dict())
     log_vars, scalars = train_iteration(model, hook, optim_wrapper, 0)
-    assert {'loss_action_cls', 'loss_adv', 'loss_l1'} <= set(log_vars)
+    assert {'loss_action_cls', 'loss_adv', 'loss_l1', 'loss_temporal'} <= set(log_vars)
     assert scalars['adv_video_faces'] == 4 and 'adv_acc_raw' in scalars
     after = model.data_preprocessor.state_dict()
     for player in ('anonymizer.', 'discriminator.'):

@@ -10,6 +10,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from mmanon.models import AnonymizerDataPreprocessor
+from mmanon.models.data_preprocessors import FaceBatch
 from mmanon.models.utils import enlarge_regions, head_regions
 from mmanon.registry import MODELS
 
@@ -227,3 +228,103 @@ def test_stock_detector_train_and_test_step():
     (result, ) = model.test_step(data)
     assert result.pred_instances.bboxes.shape[0] == 2 and result.pred_instances.scores.shape == (2, 6)
     assert 'faces' in result
+
+
+class ScaledChange(torch.nn.Module):
+    """A test anonymizer: ``x + gain * (x - 128) + offset``, whose frame-to-frame change is ``1 + gain`` times
+    the raw change; ``offset`` (1, C, h, w) is a fixed pattern added to every frame."""
+
+    def __init__(self, gain=0., offset=None):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(float(gain)))
+        self.offset = torch.nn.Parameter(torch.zeros(1, 3, 1, 1) if offset is None else offset)
+
+    def forward(self, crops):
+        return crops + self.gain * (crops - 128) + self.offset
+
+
+def temporal_batch():
+    """One clip with two face tubes (T = 5, margin 1 so that regions are the boxes): the first moves by (2, 1)
+    pixels a frame and has no box in frame 2; the second moves right and is clipped by the frame's right edge in
+    frame 4 (a region of another size). Consecutive pairs of a region size: (0, 1) and (3, 4) of the first (not
+    (1, 3) across the gap), (0, 1), (1, 2), (2, 3) of the second (not (3, 4))."""
+    inputs = torch.randint(0, 256, (3, 5, 40, 48), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    first = torch.tensor([[4. + 2 * t, 6. + t, 14. + 2 * t, 18. + t] for t in range(5)])
+    first[2] = float('nan')
+    second = torch.tensor([[30. + 2 * t, 20., 42. + 2 * t, 30.] for t in range(5)])
+    sample = ActionDataSample()
+    sample.face_tubes = InstanceData(bboxes=torch.stack([first, second]))
+    pairs = [(first, 0), (first, 3), (second, 0), (second, 1), (second, 2)]
+    return dict(inputs=[inputs], data_samples=[sample]), pairs
+
+
+def temporal_preprocessor(anonymizer, weight=2.0):
+    preprocessor = AnonymizerDataPreprocessor(margin=1.0, temporal_weight=weight, mean=[0, 0, 0], std=[1, 1, 1])
+    preprocessor.anonymizer = anonymizer
+    return preprocessor
+
+
+@pytest.mark.parametrize('gain', [2.0, -3.0, 0.5])
+def test_temporal_loss_is_the_excess_change_over_consecutive_frames_of_each_tube(gain):
+    data, pairs = temporal_batch()
+    clip = data['inputs'][0].float()
+    preprocessor = temporal_preprocessor(ScaledChange(gain))
+    preprocessor(data, True)
+    losses = preprocessor.pop_losses()
+    assert set(losses) == {'loss_temporal'}
+    # By hand: the region's raw pixels in frames t and t + 1 of each pair, the anonymized change |1 + gain|
+    # times the raw one, so the excess is max(0, |1 + gain| - 1) times it.
+    excess, count = 0., 0
+    for tube, t in pairs:
+        (x1, y1, x2, y2), (u1, v1, u2, v2) = tube[t].long().tolist(), tube[t + 1].long().tolist()
+        raw_change = (clip[:, t + 1, v1:v2, u1:u2] - clip[:, t, y1:y2, x1:x2]).abs()
+        excess += (max(0., abs(1 + gain) - 1) * raw_change).sum().item()
+        count += raw_change.numel()
+    expected = 2.0 * excess / count / 255
+    torch.testing.assert_close(losses['loss_temporal'].item(), expected, rtol=1e-5, atol=0.)
+    assert (expected > 0) == (abs(1 + gain) > 1)
+    # Its gradient in the gain: 2 / 255 * mean(sign(1 + gain) * |raw change|) where the excess is positive.
+    (grad, ) = torch.autograd.grad(losses['loss_temporal'], [preprocessor.anonymizer.gain])
+    expected_grad = expected / (abs(1 + gain) - 1) * (1 if gain > 0 else -1) if expected else 0.
+    torch.testing.assert_close(grad.item(), expected_grad, rtol=1e-5, atol=1e-12)
+
+
+def test_temporal_loss_is_zero_for_a_constant_change_a_constant_fill_and_a_smoothing():
+    data, _ = temporal_batch()
+    pattern = (torch.randn(1, 3, 1, 1, generator=torch.Generator().manual_seed(0)) * 40).round()  # exact sums
+    for name, anonymizer in dict(identity=ScaledChange(), fixed_pattern=ScaledChange(0., pattern),
+                                 fill=ScaledChange(-1., pattern), smoothing=ScaledChange(-0.6, pattern)).items():
+        preprocessor = temporal_preprocessor(anonymizer)
+        preprocessor(data, True)
+        loss = preprocessor.pop_losses()['loss_temporal']
+        assert loss.item() == 0, name
+        # A loss with gradient (zero), so that the optimizer wrapper treats it like the others.
+        assert loss.requires_grad, name
+
+
+def test_temporal_loss_gradient_passes_gradcheck():
+    """The term's gradient in the anonymized crops, against finite differences in float64: two crops, one of
+    them with a gap between its frames 1 and 3."""
+    generator = torch.Generator().manual_seed(0)
+    crops = [torch.rand(4, 3, 5, 6, generator=generator, dtype=torch.float64) * 255 for _ in range(2)]
+    patches = [(c + torch.randn(c.shape, generator=generator, dtype=torch.float64) * 30).requires_grad_()
+               for c in crops]
+    frames = [torch.tensor([0, 1, 3, 4]), torch.arange(4)]
+    preprocessor = AnonymizerDataPreprocessor(temporal_weight=2.0, **NORM)
+    no_faces = torch.zeros(0, 3, 8, 8, dtype=torch.float64)
+    faces = FaceBatch(no_faces, no_faces, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+    def loss(*patches):
+        return preprocessor.anonymizer_losses(faces, crops, list(patches), frames)['loss_temporal']
+
+    assert loss(*patches) > 0
+    assert torch.autograd.gradcheck(loss, patches)
+    # Rows 1 and 2 of the first crop (frames 1 and 3) are no pair: the same as two crops of frames 0, 1 and 3, 4.
+    split = preprocessor.anonymizer_losses(faces, [*crops[0].split(2), crops[1]], [*patches[0].split(2), patches[1]],
+                                           [torch.tensor([0, 1]), torch.tensor([3, 4]), frames[1]])
+    torch.testing.assert_close(split['loss_temporal'], loss(*patches), rtol=1e-12, atol=0.)
+
+
+def test_temporal_weight_is_validated():
+    with pytest.raises(ValueError, match='temporal_weight must be >= 0, got -1'):
+        AnonymizerDataPreprocessor(temporal_weight=-1, **NORM)

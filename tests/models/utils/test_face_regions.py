@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from mmanon.models.utils import crop_regions, enlarge_regions, feather_mask, paste_regions
+from mmanon.models.utils import (consecutive_rows, crop_frames, crop_regions, enlarge_regions, feather_mask,
+                                 paste_regions)
 
 NAN = [math.nan] * 4
 
@@ -34,6 +35,11 @@ def test_moving_regions_are_cut_and_pasted_frame_by_frame_in_one_group():
     crops = crop_regions(clips, inds, regions)
     # Frames 0, 1 and 3 share the 24 x 24 size; the clipped corner region is a group of its own.
     assert [tuple(c.shape) for c in crops] == [(3, 3, 24, 24), (1, 3, 12, 12)]
+    assert [f.tolist() for f in crop_frames(regions, 5)] == [[0, 1, 3], [4]]
+    # Rows 0 and 1 show frames 0 and 1; rows 1 and 2 (frames 1 and 3) are no pair.
+    assert [consecutive_rows(f).tolist() for f in crop_frames(regions, 5)] == [[0], []]
+    # A region (K, 4) covers every frame of its clip.
+    assert [f.tolist() for f in crop_frames(regions[:, 0], 5)] == [[0, 1, 2, 3, 4]]
     for crop, frames in zip(crops, ([0, 1, 3], [4])):
         for i, t in enumerate(frames):
             x1, y1, x2, y2 = regions[0, t].tolist()
