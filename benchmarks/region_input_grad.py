@@ -13,14 +13,11 @@ set-ups' parameter gradients of the first batch, relative to each gradient's lar
 """
 import argparse
 import copy
-import logging
 import statistics
 import sys
 import time
 
 import torch
-from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
@@ -28,7 +25,7 @@ import mmanon  # noqa: F401  (first: its compatibility fixes make mmaction.model
 from mmaction.registry import MODELS  # noqa: E402
 from mmanon.engine.hooks import AdversarialTrainingHook  # noqa: E402
 from timing import machine, quartiles  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
-from train_overhead import DEFAULT_CONFIG, clip_shape, make_batches  # noqa: E402
+from train_overhead import DEFAULT_CONFIG, clip_shape, load_config, make_batches  # noqa: E402
 
 
 def parse_args():
@@ -46,11 +43,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
-    cfg = Config.fromfile(args.config)
-    cfg.model.init_cfg = None
+    cfg = load_config(args.config, args.threads)
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmaction'):
         model = MODELS.build(cfg.model)

@@ -24,6 +24,7 @@ import logging
 import os.path as osp
 import statistics
 import sys
+from typing import Optional
 
 import torch
 from mmengine.config import Config
@@ -91,14 +92,21 @@ def make_batches(count, batch_size, shape, num_classes, num_identities, motion, 
     return batches
 
 
+def load_config(config: str, threads: Optional[int] = None) -> Config:
+    """The benchmark's config, its model built from scratch (no pretrained weights), with ``threads`` torch
+    threads (torch's choice when None) and MMEngine's log quiet below warnings: the optimizer constructor logs
+    the options of every parameter, and the benchmarks print their tables only."""
+    if threads:
+        torch.set_num_threads(threads)
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    cfg = Config.fromfile(config)
+    cfg.model.init_cfg = None
+    return cfg
+
+
 def main():
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    # The optimizer constructor logs the options of every parameter; the benchmark prints its table only.
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
-    cfg = Config.fromfile(args.config)
-    cfg.model.init_cfg = None
+    cfg = load_config(args.config, args.threads)
     preprocessor = cfg.model.data_preprocessor
     stock_cfg = copy.deepcopy(cfg.model)
     stock_cfg.data_preprocessor = dict(type='mmaction.ActionDataPreprocessor', mean=preprocessor.mean,
