@@ -31,6 +31,7 @@ written to a temporary file beside the target and renamed only once complete and
 leaves a partial output behind.
 """
 import collections
+import contextlib
 import functools
 import inspect
 import logging
@@ -56,7 +57,7 @@ from mmanon.utils.checks import check_number
 from .face_detection import build_face_detector
 from .face_tracking import IoUTracker
 from .media_io import (IMAGE_EXTENSIONS, VIDEO_OUTPUT_EXTENSIONS, ImageFile, VideoReader, VideoWriter,
-                       is_image_file, move_into_place, remove_path, temporary_path, write_image)
+                       is_image_file, move_into_place, read_ahead, remove_path, temporary_path, write_image)
 
 # The base config under configs/_base_/anonymizers/ of each handcrafted method.
 HANDCRAFTED_CONFIGS = dict(blur='box_blur', pixelate='pixelate', mask='solid_mask', noise='gaussian_noise')
@@ -716,12 +717,15 @@ def _anonymize_video_file(input_path, output_path, anonymizer: SequenceAnonymize
         raise
     try:
         bar = ProgressBar(reader.declared_frames or 0) if progress else None
-        for kind, item in reader:
-            if kind == 'audio':
-                writer.write_audio(item)
-            else:
-                frame, pts = item
-                _write_finished(anonymizer.push(frame, pts), writer.write, frame_callback, bar)
+        # Decoding in one thread and encoding in another (see read_ahead and VideoWriter) overlap this one's
+        # detection and anonymization; the frames and the file come out the same.
+        with contextlib.closing(read_ahead(reader)) as items:
+            for kind, item in items:
+                if kind == 'audio':
+                    writer.write_audio(item)
+                else:
+                    frame, pts = item
+                    _write_finished(anonymizer.push(frame, pts), writer.write, frame_callback, bar)
         _write_finished(anonymizer.flush(), writer.write, frame_callback, bar)
         if bar is not None:
             print()

@@ -5,10 +5,12 @@ then renamed into place, so that a failure or an interruption never leaves a par
 """
 import os
 import os.path as osp
+import queue
 import shutil
 import tempfile
+import threading
 from fractions import Fraction
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -21,6 +23,11 @@ JPEG_QUALITY = 95
 # x264's constant-quality mode at 18 is visually lossless; 'veryfast' encodes several times faster than the
 # default 'medium' for a somewhat larger file, which keeps encoding from dominating the tool's time.
 H264_OPTIONS = dict(crf='18', preset='veryfast')
+# Frames decoded ahead of the detector and waiting behind it to be encoded: enough to ride out a frame with a
+# detector run, few enough that a 4K video holds little memory.
+QUEUED_FRAMES = 8
+# How often a worker thread blocked on a full queue looks whether it was told to stop, in seconds.
+STOP_POLL = 0.1
 
 
 def is_image_file(path: str) -> bool:
@@ -75,6 +82,62 @@ def move_into_place(temp: str, path: str) -> None:
     if is_dir and osp.isdir(path):
         os.rmdir(path)
     os.replace(temp, path)
+
+
+def read_ahead(items: Iterable, depth: int = QUEUED_FRAMES) -> Iterator:
+    """Iterate in a background thread, up to ``depth`` items ahead of the consumer.
+
+    FFmpeg decodes and converts frames without holding Python's GIL, so decoding the next frames overlaps the
+    caller's detection and anonymization of this one. An exception of the iteration is raised to the consumer
+    where it happened, after the items before it. Close the generator (``contextlib.closing``) when the
+    consumer may stop early: closing stops the thread, closes the underlying iterator and waits for both.
+
+    Args:
+        items (Iterable): What to iterate, e.g. a :class:`VideoReader`.
+        depth (int): Items that may wait for the consumer. Defaults to ``QUEUED_FRAMES``.
+
+    Yields:
+        The items of ``items``, in order.
+    """
+    buffer = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=STOP_POLL)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce(iterator):
+        try:
+            for item in iterator:
+                if not put((None, item)):
+                    return
+            put((None, end))
+        except BaseException as e:  # raised again in the consumer, in order
+            put((e, None))
+        finally:
+            close = getattr(iterator, 'close', None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, args=(iter(items), ), name='read_ahead', daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, item = buffer.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class ImageFile:
@@ -172,7 +235,8 @@ class VideoReader:
     def __iter__(self) -> Iterator[Tuple[str, object]]:
         """Yield ``('frame', (bgr, pts))`` for every decoded frame and ``('audio', packet)`` for every audio
         packet, in file order. A packet that does not decode is skipped (and recorded in :attr:`error`), as
-        FFmpeg's players do; a frame of another size than the first raises ``ValueError``."""
+        FFmpeg's players do; a frame of another size than the first raises ``ValueError``. The file stays open
+        until :meth:`close`: a writer may copy the audio packets after the iteration ended, and they need it."""
         av = self._av
         try:
             for packet in self.container.demux(self.stream, *self.audio_streams):
@@ -194,8 +258,6 @@ class VideoReader:
                     yield 'frame', (frame.to_ndarray(format='bgr24'), frame.pts)
         except av.FFmpegError as e:
             self.error = f'reading stopped after {self.frames} frames: {e}'
-        finally:
-            self.close()
 
     def close(self) -> None:
         """Release the file (also when done already)."""
@@ -211,6 +273,11 @@ class VideoWriter:
     :attr:`codec` says which. MP4 and MOV files get their index at the front (``faststart``), so they play
     while downloading. Audio packets are copied as they are (no re-encoding) when the container can hold
     their codec, and dropped with a note in :attr:`audio` otherwise.
+
+    Frames and packets are converted, encoded and written by a background thread, in the order given, up to
+    ``QUEUED_FRAMES`` behind the caller: FFmpeg encodes without holding Python's GIL, so encoding overlaps the
+    caller's work on the next frames. An error of that thread is raised by the next :meth:`write`,
+    :meth:`write_audio` or :meth:`finish`.
 
     Args:
         path (str): The output file.
@@ -238,6 +305,10 @@ class VideoWriter:
         self.count = 0
         self.last_pts = None
         self.time_base = Fraction(time_base) if time_base and self.ext != '.avi' else 1 / self.rate
+        self._jobs = queue.Queue(QUEUED_FRAMES)
+        self._error: Optional[BaseException] = None
+        self._dropping = False
+        self._thread = None
         try:
             options = dict(movflags='+faststart') if self.ext in ('.mp4', '.mov') else {}
             self.container = av.open(self.temp, 'w', options=options)
@@ -252,9 +323,35 @@ class VideoWriter:
                 else:
                     notes.append(f'{name} dropped ({self.ext} cannot hold it)')
             self.audio = ', '.join(notes) or 'none'
+            self._thread = threading.Thread(target=self._run_jobs, name='VideoWriter', daemon=True)
+            self._thread.start()
         except BaseException:
             self.abort()
             raise
+
+    def _run_jobs(self) -> None:
+        """The background thread: run the queued jobs in order until ``None``; after an error (or once told to
+        drop them) the rest are only taken off the queue, so the caller never blocks on a full one."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._error is None and not self._dropping:
+                try:
+                    job()
+                except BaseException as e:  # raised again in the caller's thread
+                    self._error = e
+
+    def _submit(self, job) -> None:
+        if self._error is not None:
+            raise self._error
+        self._jobs.put(job)
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
 
     def _add_video_stream(self):
         av = self._av
@@ -284,21 +381,32 @@ class VideoWriter:
         if pts is None or self.ext == '.avi' or (self.last_pts is not None and pts <= self.last_pts):
             step = max(1, round(1 / (self.rate * self.time_base)))
             pts = 0 if self.last_pts is None else self.last_pts + step
-        video_frame = av.VideoFrame.from_ndarray(frame, format='bgr24')
-        video_frame.pts, video_frame.time_base = pts, self.time_base
         self.last_pts = pts
-        self.container.mux(self.video.encode(video_frame))
         self.count += 1
+
+        def encode():
+            video_frame = av.VideoFrame.from_ndarray(frame, format='bgr24')
+            video_frame.pts, video_frame.time_base = pts, self.time_base
+            self.container.mux(self.video.encode(video_frame))
+
+        self._submit(encode)
 
     def write_audio(self, packet) -> None:
         """Copy one audio packet of an input stream given to the constructor (others are ignored)."""
         stream = self.audio_map.get(packet.stream.index)
         if stream is not None:
-            packet.stream = stream
-            self.container.mux(packet)
+
+            def mux():
+                packet.stream = stream
+                self.container.mux(packet)
+
+            self._submit(mux)
 
     def finish(self) -> None:
         """Flush the encoder, check the written file (frame count and size) and move it into place."""
+        self._stop_thread()
+        if self._error is not None:
+            raise self._error
         self.container.mux(self.video.encode(None))
         self.container.close()
         written = video_properties(self.temp)
@@ -309,7 +417,9 @@ class VideoWriter:
         move_into_place(self.temp, self.path)
 
     def abort(self) -> None:
-        """Close and remove the temporary file."""
+        """Drop the frames still queued, close and remove the temporary file."""
+        self._dropping = True
+        self._stop_thread()
         container = getattr(self, 'container', None)
         if container is not None:
             try:
