@@ -90,9 +90,10 @@ def parse_args(argv=None):
     parser.add_argument('--no-extrapolate', action='store_true',
                         help='keep lost tracks where they were last seen instead of moving them on by their '
                         'velocity')
-    parser.add_argument('--detect-every', type=int, default=2,
+    parser.add_argument('--detect-every', type=int,
                         help='run the detector on every n-th frame only; tracks move on in between, and a face '
-                        'found late is anonymized back to the previous run (--lookback)')
+                        'found late is anonymized back to the previous run (--lookback) (default: about 15 '
+                        'detector runs per second of video: every 2nd frame at 25-30 fps, every frame up to 22 fps)')
     parser.add_argument('--lookback', type=int,
                         help='frames before a face\'s first detection that are anonymized at its first box '
                         '(default: --detect-every)')
@@ -123,7 +124,8 @@ def print_summary(summary: dict) -> None:
         print(f'left out {summary["ignored"]} entries that are not image files')
     line = f'faces detected: {summary["faces_detected"]}, {things}s anonymized: {summary["anonymized_frames"]}'
     if 'tracks' in summary:
-        line += (f', tracks: {summary["tracks"]} (and {summary["brief_tracks"]} detected in fewer than 3 frames), '
+        line += (f', detector run on 1 frame in {summary["detect_every"]}, tracks: {summary["tracks"]} (and '
+                 f'{summary["brief_tracks"]} detected in fewer than 3 frames), '
                  f'frames covered by a fallback: {summary["fallback_frames"]}')
     print(line)
     worst = summary.get('worst_track')

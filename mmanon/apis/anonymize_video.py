@@ -73,6 +73,9 @@ DEFAULT_FPS = 30.0
 # 10-pixel faces of demo.mp4 (340x256) went unseen for 9 frames.
 DEFAULT_DETECTOR_OPTIONS = dict(centerface=dict(image=dict(input_scale=1.0, coarse_side=640),
                                                 video=dict(input_scale=0.5, min_input_side=320)))
+# Detector runs per second of video that the default detection interval aims at (see detection_interval): every
+# second frame at 25-30 fps, every frame of a 6-fps video, where the frames between two runs are far apart.
+DETECTIONS_PER_SECOND = 15
 # A face counts as covered when this share of its box was anonymized.
 COVERED_FRACTION = 0.9
 # Tracks compare boxes enlarged twice: small faces, whose boxes jitter by a good part of their size, then keep
@@ -88,7 +91,9 @@ CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))
 # leaves no face of a typical size recognisable, while the scene's layout stays visible.
 FRAME_BLUR_SIGMA = 1 / 40
 
-__all__ = ['anonymize_video', 'build_method_anonymizer', 'load_learned_anonymizer', 'move_into_place']
+__all__ = [
+    'anonymize_video', 'build_method_anonymizer', 'detection_interval', 'load_learned_anonymizer', 'move_into_place'
+]
 
 
 def load_learned_anonymizer(checkpoint: str, device: Union[str, torch.device] = 'cpu') -> Tuple[torch.nn.Module,
@@ -176,6 +181,24 @@ def build_method_anonymizer(method: str,
     except (TypeError, ValueError) as e:
         raise ValueError(f'method {method!r} with options {options}: {e}') from e
     return anonymizer.to(device).eval(), {}
+
+
+def detection_interval(fps: float) -> int:
+    """The default detection interval of a video: run the detector on every n-th frame, about
+    ``DETECTIONS_PER_SECOND`` times per second of video (never fewer than two thirds of that).
+
+    A face that appears between two runs is anonymized back to the previous one (the look-back), but a face
+    seen in fewer frames than the interval can fall between runs altogether: at 6 fps, every second frame
+    left a one-frame face of demo_spatiotemporal_det.mp4 raw. So the interval follows the frame rate rather than
+    a fixed count of frames.
+
+    Args:
+        fps (float): Frames per second of the video.
+
+    Returns:
+        int: ``max(1, round(fps / DETECTIONS_PER_SECOND))``: 1 up to 22 fps, 2 at 25-30 fps, 4 at 60 fps.
+    """
+    return max(1, round(float(fps) / DETECTIONS_PER_SECOND))
 
 
 def regions_mask(regions: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -541,7 +564,7 @@ def anonymize_video(input_path: str,
                     iou_threshold: float = 0.3,
                     smoothing: float = 0.5,
                     extrapolate: bool = True,
-                    detect_every: int = 2,
+                    detect_every: Optional[int] = None,
                     lookback: Optional[int] = None,
                     margin: Optional[float] = None,
                     feather: Optional[float] = None,
@@ -579,10 +602,10 @@ def anonymize_video(input_path: str,
         iou_threshold (float): Least IoU to continue a track with a detection. Defaults to 0.3.
         smoothing (float): Weight of a track's prediction in its box average, in [0, 1). Defaults to 0.5.
         extrapolate (bool): Whether tracks move on by their velocity. Defaults to True.
-        detect_every (int): Run the detector on every n-th frame only; tracks move on in between, and a face
-            that appears is anonymized back to the previous run (see ``lookback``). Defaults to 2, which
-            about halves the time spent on detection while every frame stays covered on the real-face
-            evaluation (README).
+        detect_every (int, optional): Run the detector on every n-th frame only; tracks move on in between,
+            and a face that appears is anonymized back to the previous run (see ``lookback``). Defaults to None:
+            :func:`detection_interval` of the frame rate, 2 at 25-30 fps (which about halves the time spent on
+            detection while every frame stays covered on the real-face evaluation, README), 1 at 6 fps.
         lookback (int, optional): Frames before a face's first detection that are anonymized at its first box.
             Defaults to None: ``detect_every``.
         margin (float, optional): Enlargement of face boxes, >= 1; None takes the checkpoint's, else 2.0.
@@ -601,19 +624,21 @@ def anonymize_video(input_path: str,
         dict: Summary: ``input``, ``output``, ``kind``, ``method``, ``frames`` (frames or images written),
         ``faces_detected``, ``anonymized_frames`` (frames or images with at least one anonymized region),
         ``seconds`` and ``processing_fps``; ``width`` and ``height`` (None for a folder of images). Videos and
-        frames also: ``fps``, ``tracks`` (faces followed: tracks detected in at least 3 frames),
-        ``brief_tracks`` (the others), ``fallback_frames``, ``worst_track`` (see
+        frames also: ``fps``, ``detect_every`` (the detection interval used), ``tracks`` (faces followed: tracks
+        detected in at least 3 frames), ``brief_tracks`` (the others), ``fallback_frames``, ``worst_track`` (see
         :meth:`SequenceAnonymizer.worst_track`); video files also: ``codec``, ``audio``, ``declared_frames``,
         ``truncated`` (fewer frames decoded than declared, or a decoding error, given in ``error``); folders
         also ``ignored`` (entries that are not image files).
     """
     if fallback not in (None, *FALLBACKS):
         raise ValueError(f'fallback must be None, "head" or "frame", but got {fallback!r}')
-    check_number('detect_every', detect_every, low=1, integer=True)
+    if detect_every is not None:
+        check_number('detect_every', detect_every, low=1, integer=True)
     check_number('fallback_frames', fallback_frames, low=1, integer=True)
     check_number('fallback_scale', fallback_scale, low=1)
     check_number('max_age', max_age, low=0, integer=True)
-    lookback = detect_every if lookback is None else check_number('lookback', lookback, low=0, integer=True)
+    if lookback is not None:
+        check_number('lookback', lookback, low=0, integer=True)
     if fps is not None:
         check_number('fps', fps, low=0, low_open=True)
     if device.startswith('cuda') and not torch.cuda.is_available():
@@ -636,13 +661,21 @@ def anonymize_video(input_path: str,
         summary.update(_anonymize_images(input_path, output_path, kind, detector, anonymizer, margin, feather,
                                          device, progress, frame_callback))
     else:
-        sequence_anonymizer = SequenceAnonymizer(detector, anonymizer, tracker, margin, feather, device,
-                                                 detect_every, lookback, fallback, fallback_frames, fallback_scale)
+
+        def sequence_anonymizer_at(rate: Fraction) -> SequenceAnonymizer:
+            every = detection_interval(rate) if detect_every is None else detect_every
+            return SequenceAnonymizer(detector, anonymizer, tracker, margin, feather, device, every,
+                                      every if lookback is None else lookback, fallback, fallback_frames,
+                                      fallback_scale)
+
         run = _anonymize_video_file if kind == 'video' else _anonymize_frames
-        summary.update(run(input_path, output_path, sequence_anonymizer, keep_audio, fps, progress, frame_callback))
+        result, sequence_anonymizer = run(input_path, output_path, sequence_anonymizer_at, keep_audio, fps, progress,
+                                          frame_callback)
+        summary.update(result)
         detections = [counts['seen'] for counts in sequence_anonymizer.track_frames.values()]
         confirmed = sum(n >= CONFIRMED_DETECTIONS for n in detections)
-        summary.update(tracks=confirmed, brief_tracks=len(detections) - confirmed,
+        summary.update(detect_every=sequence_anonymizer.detect_every, tracks=confirmed,
+                       brief_tracks=len(detections) - confirmed,
                        fallback_frames=sequence_anonymizer.fallback_frames,
                        worst_track=sequence_anonymizer.worst_track(),
                        faces_detected=sequence_anonymizer.faces_detected,
@@ -705,10 +738,11 @@ def _write_finished(finished, write, frame_callback, bar) -> None:
             bar.update()
 
 
-def _anonymize_video_file(input_path, output_path, anonymizer: SequenceAnonymizer, keep_audio, fps, progress,
-                          frame_callback) -> dict:
+def _anonymize_video_file(input_path, output_path, anonymizer_at: Callable[[Fraction], SequenceAnonymizer],
+                          keep_audio, fps, progress, frame_callback) -> Tuple[dict, SequenceAnonymizer]:
     reader = VideoReader(input_path)
     rate = reader.rate or Fraction(fps or DEFAULT_FPS).limit_denominator(1001)
+    anonymizer = anonymizer_at(rate)
     try:
         writer = VideoWriter(output_path, reader.width, reader.height, rate,
                              reader.time_base if reader.rate else None, reader.audio_streams if keep_audio else None)
@@ -744,16 +778,18 @@ def _anonymize_video_file(input_path, output_path, anonymizer: SequenceAnonymize
                   level=logging.WARNING)
     audio = writer.audio if keep_audio else ('dropped' if reader.audio_streams else 'none')
     return dict(frames=writer.count, width=reader.width, height=reader.height, fps=float(rate), codec=writer.codec,
-                audio=audio, declared_frames=reader.declared_frames, truncated=reader.truncated, error=reader.error)
+                audio=audio, declared_frames=reader.declared_frames, truncated=reader.truncated,
+                error=reader.error), anonymizer
 
 
-def _anonymize_frames(input_path, output_path, anonymizer: SequenceAnonymizer, keep_audio, fps, progress,
-                      frame_callback) -> dict:
+def _anonymize_frames(input_path, output_path, anonymizer_at: Callable[[Fraction], SequenceAnonymizer], keep_audio,
+                      fps, progress, frame_callback) -> Tuple[dict, SequenceAnonymizer]:
     """A folder of frames, into a video file or a folder of frames."""
     names, ignored = _image_names(input_path)
     first = ImageFile(osp.join(input_path, names[0])).bgr
     height, width = first.shape[:2]
     rate = Fraction(fps or DEFAULT_FPS).limit_denominator(1001)
+    anonymizer = anonymizer_at(rate)
     to_video = osp.splitext(output_path)[1].lower() in VIDEO_OUTPUT_EXTENSIONS
     if to_video:
         writer = VideoWriter(output_path, width, height, rate)
@@ -793,4 +829,4 @@ def _anonymize_frames(input_path, output_path, anonymizer: SequenceAnonymizer, k
         abort()
         raise
     return dict(frames=written[0], width=width, height=height, fps=float(rate), ignored=ignored,
-                **(dict(codec=writer.codec) if to_video else {}))
+                **(dict(codec=writer.codec) if to_video else {})), anonymizer

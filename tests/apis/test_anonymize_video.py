@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mmanon.apis import anonymize_video
+from mmanon.apis.anonymize_video import detection_interval
 from av_clips import audio_packets, write_clip  # noqa: I100  (tests/apis is on sys.path)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -195,6 +196,25 @@ def test_detect_every_runs_the_detector_on_every_nth_frame(tmp_path, clip, frame
     summary = run(frame_folder, str(tmp_path / 'out'), boxes, method='blur', detector=detector, detect_every=3,
                   sequence=True)
     assert detector.calls == NUM_FRAMES // 3 and summary['anonymized_frames'] == NUM_FRAMES
+
+
+@pytest.mark.parametrize('fps, every', [(6, 1), (22, 1), (25, 2), (30000 / 1001, 2), (60, 4)])
+def test_detection_interval_follows_the_frame_rate(fps, every):
+    assert detection_interval(fps) == every
+
+
+@pytest.mark.parametrize('fps, every', [(6, 1), (25, 2)])
+def test_default_detection_interval_of_a_video_file_and_of_frames(tmp_path, clip, frame_folder, fps, every):
+    """About 15 detector runs per second of video: a 6-fps video gets one on every frame, where every second
+    frame let a one-frame face fall between runs."""
+    frames, boxes = clip
+    source = tmp_path / 'in.mp4'
+    write_clip(source, frames, fps=fps)
+    for path, options in ((str(source), {}), (frame_folder, dict(fps=fps))):
+        detector = ScriptedDetector(boxes[::every])
+        summary = anonymize_video(path, str(tmp_path / 'out.mp4'), detector=detector, progress=False, **options)
+        assert summary['detect_every'] == every and detector.calls == NUM_FRAMES // every
+        assert summary['anonymized_frames'] == NUM_FRAMES
 
 
 def no_partial_files(folder):
