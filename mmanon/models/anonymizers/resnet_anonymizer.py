@@ -2,6 +2,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from torch import Tensor
 
@@ -11,6 +12,46 @@ from .base_anonymizer import BaseAnonymizer
 # Keeps atanh finite on black and white pixels (exactly -1 and 1 once mapped); small enough that the
 # residual form at init changes them by about 1e-4 of a grey level.
 ATANH_EPS = 1e-6
+
+# Which taps of a 3-tap kernel fall on which of the 2 input pixels, for each of the 2 output phases of a nearest
+# 2x upsampling followed by that kernel (see :func:`upsample_conv`): (phase, input pixel, tap).
+_PHASE_TAPS = ((1., 0., 0.), (0., 1., 1.)), ((1., 1., 0.), (0., 0., 1.))
+
+
+def upsample_conv(x: Tensor, conv: ConvModule) -> Tensor:
+    """``conv(nn.Upsample(scale_factor=2, mode='nearest')(x))`` for a reflection-padded 3x3 ``ConvModule`` with
+    stride 1, computed as a sub-pixel convolution of ``x`` itself.
+
+    Each output pixel of the upsampled map is one of 4 phases (row and column even or odd), and each phase
+    reads a 2x2 neighbourhood of ``x`` (the reflected border of the upsampled map is the replicated border of
+    ``x``) with the sums of the 3x3 taps that fall on the same pixel. One convolution with 4 times the output
+    channels and 2x2 kernels computes all phases, which are then interleaved: the same values (to float
+    rounding: the same products, summed in another order), with 2.25 times fewer multiply-adds and no 4 times
+    larger copy of ``x``, nor its padding. On the toy benchmark's CPU iteration this halves the cost of M's
+    decoder convolutions (forward and backward passes).
+
+    Args:
+        x (Tensor): (N, C_in, h, w).
+        conv (ConvModule): The convolution after the upsampling, with its norm and activation.
+
+    Returns:
+        Tensor: (N, C_out, 2h, 2w).
+    """
+    n, _, h, w = x.shape
+    weight, bias = conv.conv.weight, conv.conv.bias
+    out_channels = weight.shape[0]
+    taps = weight.new_tensor(_PHASE_TAPS)
+    # (row phase, column phase, C_out, C_in, 2, 2): the kernel of each phase.
+    phase_weight = torch.einsum('apk,bql,oikl->aboipq', taps, taps, weight)
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), phase_weight.reshape(4 * out_channels, -1, 2, 2),
+                      None if bias is None else bias.repeat(4))
+    phases = phases.view(n, 2, 2, out_channels, h + 1, w + 1)
+    # Phase (a, b) of output pixel (2i + a, 2j + b) was computed at (i + a, j + b).
+    y = torch.stack([phases[:, a, b, :, a:a + h, b:b + w] for a in range(2) for b in range(2)], dim=-1)
+    y = y.view(n, out_channels, h, w, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, out_channels, 2 * h, 2 * w)
+    if conv.with_norm:
+        y = conv.norm(y)
+    return conv.activate(y) if conv.with_activation else y
 
 
 def instance_norm(channels: int, affine: bool = True) -> dict:
@@ -54,6 +95,9 @@ class ResNetAnonymizer(BaseAnonymizer):
     convolution to ``in_channels`` whose output ``h`` is unbounded. All convolutions pad by reflection, and
     all but the last are followed by instance norm (with affine parameters where they can learn; see
     :func:`instance_norm`) and, but for the second of each residual block, ReLU.
+    Each upsampling is computed together with the convolution after it (:func:`upsample_conv`: the same
+    values, to float rounding, at less than half the cost); ``decoder`` keeps the ``nn.Upsample`` modules so that
+    it describes the network and the weights keep their names.
 
     With ``residual=False`` the output is ``tanh(h)``, the paper's plain form. With ``residual=True`` it is
     ``tanh(atanh(x) + h)`` (``x`` clamped just inside (-1, 1)): the network learns a change to the face, and
@@ -160,7 +204,13 @@ class ResNetAnonymizer(BaseAnonymizer):
 
     def anonymize(self, crops: Tensor) -> Tensor:
         x = crops / 127.5 - 1
-        h = self.output_conv(self.decoder(self.blocks(self.encoder(x))))
+        features = self.blocks(self.encoder(x))
+        # Each upsampling with the convolution after it, as one sub-pixel convolution (see upsample_conv).
+        for conv in self.decoder[1::2]:
+            features = upsample_conv(features, conv)
+        # The 7x7 convolution to 3 channels in channels-last layout: oneDNN's kernels for so few output channels
+        # are about 30% faster so (forward and backward); its output comes back contiguous.
+        h = self.output_conv(features.contiguous(memory_format=torch.channels_last)).contiguous()
         if self.residual:
             h = torch.atanh(x.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS)) + h
         return (torch.tanh(h) + 1) * 127.5

@@ -1,8 +1,10 @@
 import pytest
 import torch
+from mmcv.cnn import ConvModule
 from mmengine.registry import DefaultScope
 
 from mmanon.models.anonymizers import ResNetAnonymizer
+from mmanon.models.anonymizers.resnet_anonymizer import ATANH_EPS, instance_norm, upsample_conv
 from mmanon.registry import MODELS
 from mmanon.utils import check_trained_keys
 
@@ -149,3 +151,48 @@ def test_checkpoints_of_the_instance_norm_layout_load_and_compute_the_same(monke
     anonymizer.load_state_dict(old.state_dict())
     crops = extreme_crops()
     torch.testing.assert_close(anonymizer(crops), old(crops), rtol=0, atol=1e-3)
+
+
+def relative_error(value, reference):
+    """The largest difference, relative to the reference's largest element."""
+    return float(((value - reference).abs().max() / reference.abs().max()).detach())
+
+
+@pytest.mark.parametrize('size', [(4, 4), (5, 7), (8, 3)])
+@pytest.mark.parametrize('bias,norm', [(True, False), (False, True)])
+def test_upsample_conv_is_upsampling_then_convolution(size, bias, norm):
+    generator = torch.Generator().manual_seed(0)
+    conv = seeded(ConvModule, in_channels=5, out_channels=6, kernel_size=3, padding=1, padding_mode='reflect',
+                  bias=bias, norm_cfg=instance_norm(6) if norm else None)
+    for param in conv.parameters():
+        param.data.normal_(generator=generator)
+    x = torch.randn(3, 5, *size, generator=generator, dtype=torch.float64, requires_grad=True)
+    conv = conv.double()
+    grad = torch.randn(3, 6, 2 * size[0], 2 * size[1], generator=generator, dtype=torch.float64)
+    inputs = [x, *conv.parameters()]
+    reference = conv(torch.nn.Upsample(scale_factor=2, mode='nearest')(x))
+    output = upsample_conv(x, conv)
+    # The same sums in another order: float64 rounding only.
+    assert relative_error(output, reference) < 1e-12
+    for value, expected in zip(torch.autograd.grad(output, inputs, grad), torch.autograd.grad(reference, inputs, grad)):
+        assert relative_error(value, expected) < 1e-12
+
+
+def test_anonymizer_computes_its_layers_in_sequence():
+    # The sub-pixel decoder and the channels-last last convolution: the values and every parameter's gradient
+    # of the plain composition of the layers, to float32 rounding.
+    anonymizer = seeded(ResNetAnonymizer, base_channels=8, num_blocks=2, crop_size=(16, 16))
+    generator = torch.Generator().manual_seed(1)
+    for param in anonymizer.parameters():
+        param.data.normal_(std=0.1, generator=generator)
+    crops = extreme_crops()
+    grad = torch.randn(crops.shape, generator=generator)
+    x = crops / 127.5 - 1
+    h = anonymizer.output_conv(anonymizer.decoder(anonymizer.blocks(anonymizer.encoder(x))))
+    reference = (torch.tanh(torch.atanh(x.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS)) + h) + 1) * 127.5
+    output = anonymizer(crops)
+    assert output.is_contiguous()
+    assert relative_error(output, reference) < 1e-5
+    params = list(anonymizer.parameters())
+    for value, expected in zip(torch.autograd.grad(output, params, grad), torch.autograd.grad(reference, params, grad)):
+        assert relative_error(value, expected) < 1e-5
