@@ -157,7 +157,7 @@ def test_sigterm_leaves_nothing_behind(tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and 'terminated' in stderr
+    assert proc.returncode == 143 and 'terminated' in stderr, stderr
     assert sorted(os.listdir(tmp_path)) == ['long.avi']
 
 
