@@ -3,6 +3,7 @@ import logging
 from typing import List, Optional
 
 import torch
+from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -14,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmanon.models.data_preprocessors import AnonymizerDataPreprocessor, FaceBatch
 from mmanon.models.utils import RegionInputGrad, anonymize_crops, average_gradients, global_mean_scales
 from mmanon.registry import HOOKS
+from .face_replay_buffer import FaceReplayBuffer
 
 
 @HOOKS.register_module()
@@ -36,7 +38,11 @@ class AdversarialTrainingHook(Hook):
       ``GradScaler``, it skips a step whose gradient is not finite. Its own ``clip_grad`` clips M alone.
     - D learns identities with its own wrapper (``discriminator_optim_wrapper``) from the identity-labelled
       raw and anonymized faces of the batch, L_D = CE(D(f), y) + CE(D(M(f)), y), accumulated over the same
-      iterations and stepped at the same boundaries; it takes no step when no rank had a face.
+      iterations and stepped at the same boundaries; it takes no step when no rank had a face. With
+      ``replay_size`` > 0, each of D's steps also learns from anonymized faces of past iterations
+      (:class:`FaceReplayBuffer`): L_D gains CE(D(m), y) over ``replay_batch_size`` faces m drawn from the last
+      ``replay_size`` anonymized faces it was given, so that M cannot fool D again with what fooled it
+      before.
 
     M's adversarial term is switched on every ``discriminator_steps`` optimizer steps, so D takes that many
     steps per adversarial step of M (mmagic's convention). The schedule: for ``warmup_iters`` iterations only
@@ -82,6 +88,8 @@ class AdversarialTrainingHook(Hook):
         face_identity_offset (int, optional): D's class of the face dataset's identity 0. Defaults to None:
             the number of identities of the training video dataset, so that the two sets of people never share
             a class; give 0 when the face dataset shows the video's own people under the video's labels.
+        replay_size (int): Anonymized faces of past iterations kept for D (0: none). Defaults to 0.
+        replay_batch_size (int): Faces drawn from them (over all ranks) for each of D's steps. Defaults to 32.
         region_input_grad (bool): Whether the detector's convolutions that take the clips compute the clips'
             gradient only inside the anonymized regions (:class:`mmanon.models.utils.RegionInputGrad`), the
             only pixels from which M's gradient is read: the same values there, no other gradient changes.
@@ -102,15 +110,19 @@ class AdversarialTrainingHook(Hook):
                  face_dataloader: Optional[dict] = None,
                  face_interval: int = 1,
                  face_identity_offset: Optional[int] = None,
+                 replay_size: int = 0,
+                 replay_batch_size: int = 32,
                  region_input_grad: bool = True) -> None:
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f'discriminator_steps must be an integer >= 1, got {discriminator_steps!r}')
         if not isinstance(face_interval, int) or face_interval < 1:
             raise ValueError(f'face_interval must be an integer >= 1, got {face_interval!r}')
         for name, value in (('warmup_iters', warmup_iters), ('ramp_iters', ramp_iters),
-                            ('freeze_detector_iters', freeze_detector_iters)):
+                            ('freeze_detector_iters', freeze_detector_iters), ('replay_size', replay_size)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f'{name} must be an integer >= 0, got {value!r}')
+        if not isinstance(replay_batch_size, int) or replay_batch_size < 1:
+            raise ValueError(f'replay_batch_size must be an integer >= 1, got {replay_batch_size!r}')
         if face_identity_offset is not None and (not isinstance(face_identity_offset, int)
                                                  or face_identity_offset < 0):
             raise ValueError(f'face_identity_offset must be None or an integer >= 0, got {face_identity_offset!r}')
@@ -132,7 +144,10 @@ class AdversarialTrainingHook(Hook):
         self.face_dataloader_cfg = face_dataloader
         self.face_interval = face_interval
         self.face_identity_offset = face_identity_offset
+        self.replay_size = replay_size
+        self.replay_batch_size = replay_batch_size
         self.region_input_grad = region_input_grad
+        self.replay: Optional[FaceReplayBuffer] = None
         self.anonymizer_wrapper: Optional[OptimWrapper] = None
         self.discriminator_wrapper: Optional[OptimWrapper] = None
         self.accumulative_counts = 1
@@ -209,6 +224,7 @@ class AdversarialTrainingHook(Hook):
                                                           copy.deepcopy(self.anonymizer_optim_wrapper_cfg))
         self.discriminator_wrapper = build_optim_wrapper(preprocessor.discriminator,
                                                          copy.deepcopy(self.discriminator_optim_wrapper_cfg))
+        self.replay = FaceReplayBuffer(self.replay_size) if self.replay_size else None
         self._remove_hooks()
         self._forward_hook = model.register_forward_hook(_add_preprocessor_losses, with_kwargs=True)
         if self.region_input_grad:
@@ -229,6 +245,8 @@ class AdversarialTrainingHook(Hook):
         state = dict(discriminator_optim_wrapper=self.discriminator_wrapper.state_dict())
         if self.anonymizer_wrapper is not None:
             state['anonymizer_optim_wrapper'] = self.anonymizer_wrapper.state_dict()
+        if self.replay is not None:
+            state['replay'] = self.replay.state_dict()
         checkpoint['adversarial_training'] = state
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -255,6 +273,11 @@ class AdversarialTrainingHook(Hook):
             self.discriminator_wrapper.load_state_dict(state['discriminator_optim_wrapper'])
             if self.anonymizer_wrapper is not None:
                 self.anonymizer_wrapper.load_state_dict(state['anonymizer_optim_wrapper'])
+            if self.replay is not None and 'replay' in state:
+                self.replay.load_state_dict(state['replay'])
+            elif self.replay is not None:
+                print_log('the checkpoint has no replay buffer of the discriminator (it was trained with '
+                          'replay_size=0): the buffer starts empty', logger='current', level=logging.WARNING)
         elif runner.iter > 0:
             print_log('resuming without the optimizer states of the anonymizer and the discriminator',
                       logger='current', level=logging.WARNING)
@@ -437,6 +460,8 @@ class AdversarialTrainingHook(Hook):
                 total += grad
         # Decided from the global count, the same on every rank: all of them take or skip D's step together.
         self._faces_in_window = self._faces_in_window or face_scale > 0
+        if self.replay is not None:
+            self.replay.push(faces.anonymized, faces.identities)
         scalars = dict(adv_loss_discriminator=loss.detach())
         if len(faces):
             accuracy_raw, accuracy_anonymized = losses['acc_identity']
@@ -444,16 +469,34 @@ class AdversarialTrainingHook(Hook):
         return scalars
 
     def _step_discriminator(self, discriminator) -> dict:
-        """D's step from the accumulated gradient, averaged over the ranks; none when no rank had a face."""
+        """D's step from the accumulated gradient (plus that of the replayed faces), averaged over the ranks;
+        none when no rank had a face."""
         grads, self._discriminator_grads = self._discriminator_grads, None
         faces, self._faces_in_window = self._faces_in_window, False
         if grads is None or not faces:
             return {}
         params = list(discriminator.parameters())
+        scalars = {}
+        if self.replay is not None and len(self.replay):
+            scalars = self._add_replay_gradient(discriminator, grads)
         for param, grad in zip(params, grads):
             param.grad = grad
         average_gradients(params)
-        return self._step_player('discriminator', self.discriminator_wrapper)
+        scalars.update(self._step_player('discriminator', self.discriminator_wrapper))
+        return scalars
+
+    def _add_replay_gradient(self, discriminator, grads: List[torch.Tensor]) -> dict:
+        """Add to ``grads`` the gradient of D's identity loss on faces drawn from the replay buffer (the mean
+        over the draws of all ranks, once the ranks' gradients are averaged)."""
+        device = next(discriminator.parameters()).device
+        crops, identities = self.replay.sample(self.replay_batch_size, get_rank(), get_world_size())
+        (scale, ) = global_mean_scales(len(identities), device=device)
+        losses = discriminator.loss(crops.to(device), identities.to(device))
+        replay_grads = torch.autograd.grad(losses['loss_identity'] * (len(identities) * scale),
+                                           list(discriminator.parameters()))
+        for total, grad in zip(grads, replay_grads):
+            total += grad
+        return dict(adv_loss_replay=losses['loss_identity'].detach(), adv_acc_replay=losses['acc_identity'])
 
     def _step_player(self, name: str, optim_wrapper: OptimWrapper, grad_scale: float = 1.) -> dict:
         """Step one player's wrapper from the gradients its parameters hold, then zero them.

@@ -177,6 +177,45 @@ def test_discriminator_gradient_is_that_of_its_loss_on_raw_and_anonymized_faces(
     assert scalars['adv_acc_anonymized'] == anonymized['acc_identity'] != raw['acc_identity']
 
 
+def test_replay_adds_the_gradient_of_past_anonymized_faces_to_each_discriminator_step():
+    preprocessor = make_players()
+    discriminator = preprocessor.discriminator
+    hook = AdversarialTrainingHook(discriminator_optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+                                   replay_size=6, replay_batch_size=5)
+    hook.attach(players_only(preprocessor), OptimWrapper(torch.optim.SGD(preprocessor.parameters(), lr=0.)))
+    preprocessor(fixed_faces_batch(), True)
+    preprocessor.pop_losses()
+    first = preprocessor.train_faces.detach()
+    hook.discriminator_step(discriminator, first)
+    # The buffer holds the step's anonymized faces, as images.
+    assert len(hook.replay) == 4
+    assert torch.equal(hook.replay.crops[:4], first.anonymized.round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(hook.replay.identities[:4], first.identities)
+    # Second step: L_D on the new faces plus CE on five faces drawn from the eight pushed so far.
+    preprocessor(fixed_faces_batch(), True)
+    preprocessor.pop_losses()
+    faces = FaceBatch(first.raw, first.raw.flip(-1), first.identities, first.sample_inds)
+    params = list(discriminator.parameters())
+    before = [p.detach().clone() for p in params]
+    draws = copy.deepcopy(hook.replay.state_dict())
+    loss = sum(discriminator.loss(crops, faces.identities)['loss_identity'] for crops in (faces.raw, faces.anonymized))
+    replay = type(hook.replay)(6)
+    replay.load_state_dict(draws)
+    replay.push(faces.anonymized, faces.identities)
+    crops, identities = replay.sample(5)
+    replay_loss = discriminator.loss(crops, identities)['loss_identity']
+    expected = torch.autograd.grad(loss + replay_loss, params)
+    scalars = hook.discriminator_step(discriminator, faces)
+    for param, start, grad in zip(params, before, expected):
+        torch.testing.assert_close(param.detach(), start - 0.1 * grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scalars['adv_loss_replay'], replay_loss.detach())
+    assert len(hook.replay) == 6
+    with pytest.raises(ValueError, match='replay_batch_size must be an integer >= 1, got 0'):
+        AdversarialTrainingHook(replay_size=8, replay_batch_size=0)
+    with pytest.raises(ValueError, match='replay_size must be an integer >= 0, got -1'):
+        AdversarialTrainingHook(replay_size=-1)
+
+
 @pytest.mark.parametrize('adversarial_loss', ['negative_ce', 'embedding', 'uniform'])
 def test_anonymizer_steps_with_frozen_discriminator_raise_its_loss(adversarial_loss):
     preprocessor = make_players(adversarial_loss)

@@ -73,6 +73,8 @@ custom_hooks = [
         face_interval=1,
         # The toy faces are the toy videos' people, under the same labels.
         face_identity_offset=0,
+        replay_size={replay_size},
+        replay_batch_size=6,
         face_dataloader=dict(
             batch_size=4,
             num_workers=0,
@@ -92,11 +94,12 @@ default_hooks = dict(logger=dict(interval=1))
 """
 
 
-def mixed_config(workspace, max_iters=3):
+def mixed_config(workspace, max_iters=3, replay_size=0):
     if not (workspace / 'faces').exists():
         generate_toy_faces(str(workspace / 'faces'), ToyFacesSpec(num_identities=4, images_per_identity=4,
                                                                   val_images_per_identity=1, image_size=(48, 48)))
-    (workspace / 'mixed.py').write_text(MIXED.format(base=osp.join(REPO, ADVERSARIAL_SMOKE), max_iters=max_iters))
+    (workspace / 'mixed.py').write_text(MIXED.format(base=osp.join(REPO, ADVERSARIAL_SMOKE), max_iters=max_iters,
+                                                            replay_size=replay_size))
     return 'mixed.py'
 
 
@@ -108,10 +111,11 @@ def train(run_tool, args, workspace, processes, port):
 
 @pytest.mark.parametrize('processes', [1, 2])
 def test_resume_is_exact(module_workspace, run_tool, processes):
-    """4 iterations equal 2 + resume + 2, with a face dataloader and random transforms on both datasets, and
-    with two ranks under --diff-rank-seed (each rank its own random streams)."""
+    """4 iterations equal 2 + resume + 2, with a face dataloader and random transforms on both datasets, D's
+    replay of past anonymized faces, and with two ranks under --diff-rank-seed (each rank its own random
+    streams)."""
     ws = module_workspace
-    config = mixed_config(ws, max_iters=4)
+    config = mixed_config(ws, max_iters=4, replay_size=16)
     flags = ['--no-validate'] + (['--diff-rank-seed'] if processes == 2 else [])
     port = 29660 + 3 * processes
     train(run_tool, [config, '--work-dir', f'full{processes}', *flags], ws, processes, port)
@@ -131,6 +135,11 @@ def test_resume_is_exact(module_workspace, run_tool, processes):
         assert full_state.keys() == split_state.keys() and len(full_state) > 0
         for key in full_state:
             assert_same_states(full_state[key], split_state[key])
+    # The replay buffer was saved, restored and went on filling and drawing alike.
+    full_replay, split_replay = full['adversarial_training']['replay'], split['adversarial_training']['replay']
+    assert full_replay['count'] == 16
+    for key in ('crops', 'identities', 'generator'):
+        assert torch.equal(full_replay[key], split_replay[key]), key
     # Every rank's generators ended in the same state, and the ranks' streams differ.
     assert len(full['random_state']) == len(split['random_state']) == processes
     for full_rank, split_rank in zip(full['random_state'], split['random_state']):
