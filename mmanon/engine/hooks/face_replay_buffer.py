@@ -4,6 +4,8 @@ import torch
 from mmengine.dist import all_gather_object, get_world_size
 from torch import Tensor
 
+from mmanon.models.utils import to_uint8
+
 
 class FaceReplayBuffer:
     """The identity-labelled anonymized faces of past iterations, from which the face discriminator keeps
@@ -44,7 +46,7 @@ class FaceReplayBuffer:
             identities (Tensor): (F,) identity labels.
         """
         known = identities >= 0
-        crops = crops.detach()[known].round().clamp(0, 255).to('cpu', torch.uint8)
+        crops = to_uint8(crops.detach()[known]).cpu()
         identities = identities[known].to('cpu', torch.long)
         if get_world_size() > 1:
             gathered = all_gather_object((crops, identities))
