@@ -264,3 +264,25 @@ def test_report_rows_and_evidence_from_metrics():
     assert '| learned | learned | 0.760 | 95.0% | 0.400 | 50.0% | 0.300 | adaptive, classifier | 0.250 | 0.400 | ' \
         '0.300 | 0.200 |' in lines
     assert '| learned | adaptive | 0.100 | 0.300 | 0.300 (classifier) |' in lines
+
+
+def test_plot_places_each_method_by_its_bound(tmp_path, monkeypatch):
+    """The plot judges as the verdict does: a learned anonymizer above 2x chance but within the majority guess is
+    drawn inside the target, left of the bound; each point is its worst protocol's top-1 over that bound."""
+    figures = []
+    monkeypatch.setattr(privacy_utility.plt, 'close', figures.append)
+    rows = [made_row('raw', 'raw', 1.0, 0.9, chance=0.05, majority=0.118),
+            made_row('learned', 'learned', 0.99, 0.094, chance=0.042, majority=0.118,
+                     **{'dlib/raw_gallery': (0.06, 0.05, 0.118)}),
+            made_row('blur', 'handcrafted', 0.8, 0.3, chance=0.05, majority=0.118)]
+    for row, frame_map in zip(rows, (0.72, 0.71, 0.58)):
+        row['frame_mAP'] = frame_map
+    privacy_utility.plot_report(rows, str(tmp_path / 'plot.png'))
+    assert (tmp_path / 'plot.png').is_file()
+    ax = figures[0].axes[0]
+    points = {text.get_text(): text.xy for text in ax.texts}
+    assert points['raw'] == pytest.approx((0.9 / 0.118, 0.72))
+    assert points['learned'] == pytest.approx((0.094 / 0.118, 0.71))  # 2.2x chance, yet inside the target
+    assert points['blur'] == pytest.approx((0.3 / 0.118, 0.58))
+    bound = next(line for line in ax.lines if line.get_label() == 'privacy bound')
+    assert list(bound.get_xdata()) == [1, 1]
