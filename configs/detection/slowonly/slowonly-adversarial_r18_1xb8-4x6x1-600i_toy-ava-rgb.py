@@ -2,9 +2,9 @@
 # anonymizer M, which is trained to fool a face discriminator D while keeping actions detectable. M fights D
 # with the maximum-entropy objective: it must leave D's identity posterior uniform, not merely wrong. D takes three
 # steps at twice the learning rate per adversarial step of M, and each of its steps also learns from anonymized
-# faces of the last 1024 given to it (replay): without replay, M found faces that fooled the current D but not an
-# attacker trained afterwards (README, "The toy benchmark": worst-case re-id 0.134-0.151 on seed 1, 0.087 with
-# replay). The temporal term is 1.0: at 10.0 seed 1 kept only 88.5% of the raw frame-mAP (worst case 0.126), at
+# faces of the last 1024 given to it (replay), so that what fooled an earlier D is learned back: without replay
+# the worst-case re-identification of seed 1 was 0.134-0.151, with it 0.087 (README, "The toy benchmark"). The
+# temporal term is 1.0: at 10.0 seed 1 kept only 88.5% of the raw frame-mAP (worst case 0.126), at
 # 1.0 both seeds meet the target (99.6% / 0.094, 116.1% / 0.087), at the cost of flicker on real faces (2.17 times
 # the raw face's change between frames, 1.21 at 10.0; README, "Face tubes").
 _base_ = './slowonly_r18_1xb8-4x6x1-600i_toy-ava-rgb.py'
